@@ -1,0 +1,133 @@
+/**
+ * Wiring: opens the store and master key, builds the service, proxy and
+ * HTTP(S) server, and shuts them down in order. Used by `membrane serve`
+ * and, in-process, by the tests.
+ */
+import { existsSync, readFileSync } from 'node:fs';
+import { createServer as createHttpServer, type Server } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { join } from 'node:path';
+import { defaultAuthority, type ServeConfig } from './config.js';
+import { ConfigurationError } from './errors.js';
+import { createRequestHandler } from './http/handler.js';
+import { answerClientError, sendRawError } from './http/respond.js';
+import type { Logger } from './log.js';
+import { Proxy } from './proxy/proxy.js';
+import { loadMasterKey, type MasterKey } from './secrets.js';
+import { MembraneService, type RootCapabilities } from './service/membrane-service.js';
+import { DATABASE_FILE_NAME, SqliteStore } from './store/sqlite/sqlite-store.js';
+import type { Store } from './store/store.js';
+
+export interface OpenedStore {
+  store: Store;
+  key: MasterKey;
+}
+
+/**
+ * Opens the store in `dataDir` with its master key. With `create`, a new
+ * store and key file are made if missing; without it, a missing store is a
+ * ConfigurationError. A key that does not match the store is refused.
+ */
+export async function openStore(dataDir: string, masterKey: string | undefined, options: { create: boolean }): Promise<OpenedStore> {
+  if (!options.create && !existsSync(join(dataDir, DATABASE_FILE_NAME))) {
+    throw new ConfigurationError(`no Membrane store in ${dataDir} (create one with \`membrane init --data-dir ${dataDir}\`)`);
+  }
+  const store = SqliteStore.open({ dataDir });
+  try {
+    const key = loadMasterKey({ dataDir, envValue: masterKey, create: options.create });
+    if (!(await MembraneService.verifyKey(store, key))) {
+      throw new ConfigurationError(`the master key does not match the store in ${dataDir}`);
+    }
+    return { store, key };
+  } catch (error) {
+    await store.close();
+    throw error;
+  }
+}
+
+export interface RunningMembrane {
+  /** Base URL the server answers on (http:// or https://). */
+  url: string;
+  port: number;
+  authority: string;
+  service: MembraneService;
+  /** Root capabilities of the tenant created because the store was empty, if any. */
+  bootstrap: RootCapabilities | undefined;
+  /** Stops accepting, lets in-flight requests finish (up to the drain timeout), then closes everything. */
+  close(): Promise<void>;
+}
+
+export async function startMembrane(config: ServeConfig, logger: Logger): Promise<RunningMembrane> {
+  const tls =
+    config.tlsCert !== undefined && config.tlsKey !== undefined
+      ? { cert: readTlsFile(config.tlsCert, '--tls-cert'), key: readTlsFile(config.tlsKey, '--tls-key') }
+      : undefined;
+  const { store, key } = await openStore(config.dataDir, config.masterKey, { create: true });
+  const proxy = new Proxy({ targetTimeoutMs: config.targetTimeoutMs, connectTimeoutMs: config.connectTimeoutMs });
+  let server: Server;
+  try {
+    server = tls === undefined ? createHttpServer() : createHttpsServer(tls);
+    await listen(server, config.port, config.host);
+  } catch (error) {
+    await proxy.close();
+    await store.close();
+    throw error;
+  }
+  // No await between listening and attaching the handler: a request cannot
+  // be parsed before this synchronous block ends.
+  const port = (server.address() as AddressInfo).port;
+  const authority = config.authority ?? defaultAuthority(port);
+  const service = new MembraneService(store, key, { authority, cacheSize: config.cacheSize });
+  let draining = false;
+  server.on(
+    'request',
+    createRequestHandler({ service, proxy, logger, controlBodyLimit: config.controlBodyLimit, draining: () => draining }),
+  );
+  server.on('clientError', answerClientError);
+  // Membrane is not a forward proxy: no tunnels.
+  server.on('connect', (_req, socket: Duplex) => sendRawError(socket, 405, 'CONNECT is not supported', 'allow: GET, POST, DELETE\r\n'));
+
+  const bootstrap = await service.createTenant({ onlyIfEmpty: true });
+  const scheme = tls === undefined ? 'http' : 'https';
+  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+
+  let closing: Promise<void> | undefined;
+  const close = (): Promise<void> =>
+    (closing ??= (async () => {
+      draining = true;
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const sweep = setInterval(() => server.closeIdleConnections(), 50);
+      const deadline = setTimeout(() => {
+        logger.warn({ drainTimeoutMs: config.drainTimeoutMs }, 'drain timeout reached; closing remaining connections');
+        server.closeAllConnections();
+      }, config.drainTimeoutMs);
+      await closed;
+      clearInterval(sweep);
+      clearTimeout(deadline);
+      await proxy.close();
+      await store.close();
+    })());
+
+  return { url: `${scheme}://${host}:${port}`, port, authority, service, bootstrap, close };
+}
+
+function listen(server: Server, port: number, host: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+}
+
+function readTlsFile(path: string, flag: string): Buffer {
+  try {
+    return readFileSync(path);
+  } catch (error) {
+    throw new ConfigurationError(`${flag}: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}

@@ -1,0 +1,147 @@
+/**
+ * Operator settings: each from a flag, else its environment variable, else
+ * its default; each checked against a JSON Schema, with errors naming the
+ * flag or variable the bad value came from.
+ */
+import { isIP } from 'node:net';
+import { ConfigurationError } from './errors.js';
+import { LOG_LEVELS, type LogLevel } from './log.js';
+import { compileValidator } from './schema.js';
+import { validateAuthority } from './token.js';
+
+export interface ServeConfig {
+  dataDir: string;
+  host: string;
+  port: number;
+  /** host[:port] in issued capability URIs; default `localhost:<listening port>`. */
+  authority: string | undefined;
+  tlsCert: string | undefined;
+  tlsKey: string | undefined;
+  /** CIDRs and host names targets may use despite the default target policy. */
+  allowTargets: string[];
+  targetTimeoutMs: number;
+  connectTimeoutMs: number;
+  cacheSize: number;
+  controlBodyLimit: number;
+  drainTimeoutMs: number;
+  logLevel: LogLevel;
+  /** MEMBRANE_MASTER_KEY (environment only: a key never belongs on a command line). */
+  masterKey: string | undefined;
+}
+
+type Kind = 'string' | 'integer' | 'list';
+
+interface OptionSpec {
+  flag: string;
+  env: string;
+  kind: Kind;
+  schema: object;
+  default?: unknown;
+  check?: (value: never) => string | undefined;
+  help: string;
+}
+
+const INTEGER = (minimum: number, maximum: number): object => ({ type: 'integer', minimum, maximum });
+
+export const SERVE_OPTIONS = {
+  dataDir: { flag: 'data-dir', env: 'MEMBRANE_DATA_DIR', kind: 'string', schema: { type: 'string', minLength: 1 }, default: './data', help: 'data directory (SQLite store, master key file)' },
+  host: { flag: 'host', env: 'MEMBRANE_HOST', kind: 'string', schema: { type: 'string', minLength: 1 }, default: '127.0.0.1', help: 'address to listen on' },
+  port: { flag: 'port', env: 'MEMBRANE_PORT', kind: 'integer', schema: INTEGER(0, 65535), default: 8080, help: 'port to listen on (0: any free port)' },
+  authority: {
+    flag: 'authority', env: 'MEMBRANE_AUTHORITY', kind: 'string', schema: { type: 'string', minLength: 1 },
+    check: (value: string) => checkAuthority(value),
+    help: 'host[:port] written into capability URIs (default localhost:PORT)',
+  },
+  tlsCert: { flag: 'tls-cert', env: 'MEMBRANE_TLS_CERT', kind: 'string', schema: { type: 'string', minLength: 1 }, help: 'PEM certificate file: serve HTTPS' },
+  tlsKey: { flag: 'tls-key', env: 'MEMBRANE_TLS_KEY', kind: 'string', schema: { type: 'string', minLength: 1 }, help: 'PEM private key file for --tls-cert' },
+  allowTargets: {
+    flag: 'allow-targets', env: 'MEMBRANE_ALLOW_TARGETS', kind: 'list',
+    schema: { type: 'array', items: { type: 'string', minLength: 1, maxLength: 253 } }, default: [],
+    check: (value: string[]) => value.map(checkAllowTarget).find((message) => message !== undefined),
+    help: 'comma-separated CIDRs and host names targets may use anyway',
+  },
+  targetTimeoutMs: { flag: 'target-timeout-ms', env: 'MEMBRANE_TARGET_TIMEOUT_MS', kind: 'integer', schema: INTEGER(1, 2_147_483_647), default: 60_000, help: "upper bound of a target's idle timeout" },
+  connectTimeoutMs: { flag: 'connect-timeout-ms', env: 'MEMBRANE_CONNECT_TIMEOUT_MS', kind: 'integer', schema: INTEGER(1, 2_147_483_647), default: 10_000, help: 'timeout for connecting to a target' },
+  cacheSize: { flag: 'cache-size', env: 'MEMBRANE_CACHE_SIZE', kind: 'integer', schema: INTEGER(1, 100_000_000), default: 100_000, help: 'resolved capabilities kept in memory' },
+  controlBodyLimit: { flag: 'control-body-limit', env: 'MEMBRANE_CONTROL_BODY_LIMIT', kind: 'integer', schema: INTEGER(1024, 16_777_216), default: 65_536, help: 'largest control-plane request body, bytes' },
+  drainTimeoutMs: { flag: 'drain-timeout-ms', env: 'MEMBRANE_DRAIN_TIMEOUT_MS', kind: 'integer', schema: INTEGER(0, 2_147_483_647), default: 30_000, help: 'on SIGTERM, how long in-flight requests may finish' },
+  logLevel: { flag: 'log-level', env: 'MEMBRANE_LOG_LEVEL', kind: 'string', schema: { type: 'string', enum: LOG_LEVELS, description: `one of ${LOG_LEVELS.join(', ')}` }, default: 'info', help: 'log level' },
+} satisfies Record<string, OptionSpec>;
+
+export type OptionName = keyof typeof SERVE_OPTIONS;
+
+const validators = new Map(
+  Object.entries(SERVE_OPTIONS).map(([name, spec]) => [name, compileValidator<unknown>(spec.schema, `--${spec.flag}`)]),
+);
+
+/**
+ * Resolves the named options from parsed flags (by flag name) and the
+ * environment. Throws ConfigurationError naming the flag or variable.
+ */
+export function resolveOptions<N extends OptionName>(
+  names: readonly N[],
+  flags: Readonly<Record<string, string | undefined>>,
+  env: NodeJS.ProcessEnv,
+): { [K in N]: unknown } {
+  const resolved = {} as { [K in N]: unknown };
+  for (const name of names) {
+    const spec: OptionSpec = SERVE_OPTIONS[name];
+    const fromFlag = flags[spec.flag];
+    const text = fromFlag ?? (env[spec.env] === '' ? undefined : env[spec.env]);
+    if (text === undefined) {
+      resolved[name] = spec.default;
+      continue;
+    }
+    const source = fromFlag !== undefined ? `--${spec.flag}` : spec.env;
+    const value = convert(text, spec.kind);
+    const checked = validators.get(name)!(value, source);
+    if (!checked.ok) throw new ConfigurationError(checked.message);
+    const problem = spec.check?.(value as never);
+    if (problem !== undefined) throw new ConfigurationError(`${source}: ${problem}`);
+    resolved[name] = value;
+  }
+  return resolved;
+}
+
+export function resolveServeConfig(flags: Readonly<Record<string, string | undefined>>, env: NodeJS.ProcessEnv): ServeConfig {
+  const options = resolveOptions(Object.keys(SERVE_OPTIONS) as OptionName[], flags, env);
+  if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) {
+    throw new ConfigurationError('--tls-cert and --tls-key (MEMBRANE_TLS_CERT, MEMBRANE_TLS_KEY) must be given together');
+  }
+  return { ...(options as Omit<ServeConfig, 'masterKey'>), masterKey: env.MEMBRANE_MASTER_KEY };
+}
+
+/** The authority to use when none is configured. */
+export function defaultAuthority(port: number): string {
+  return `localhost:${port}`;
+}
+
+function convert(text: string, kind: Kind): unknown {
+  if (kind === 'integer') return /^-?[0-9]{1,16}$/.test(text.trim()) ? Number(text.trim()) : text;
+  if (kind === 'list') return text.split(',').map((item) => item.trim()).filter((item) => item !== '');
+  return text;
+}
+
+function checkAuthority(value: string): string | undefined {
+  try {
+    validateAuthority(value);
+    return undefined;
+  } catch (error) {
+    return (error as Error).message;
+  }
+}
+
+const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$/;
+
+function checkAllowTarget(entry: string): string | undefined {
+  const slash = entry.indexOf('/');
+  if (slash === -1) {
+    return isIP(entry) !== 0 || HOST_NAME.test(entry) ? undefined : `"${entry}" is neither a CIDR nor a host name`;
+  }
+  const address = entry.slice(0, slash);
+  const prefix = entry.slice(slash + 1);
+  const family = isIP(address);
+  const max = family === 4 ? 32 : 128;
+  if (family === 0 || !/^[0-9]{1,3}$/.test(prefix) || Number(prefix) > max) return `"${entry}" is not a valid CIDR`;
+  return undefined;
+}

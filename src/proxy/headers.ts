@@ -1,0 +1,70 @@
+/**
+ * Which headers cross the membrane, in each direction.
+ *
+ * Hop-by-hop headers never cross: `Connection` and every header it names,
+ * `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
+ * Toward the target, the requester's `Authorization` (its capability),
+ * `Host` and `Expect` never cross either, and a header the export config
+ * sets replaces the requester's header of that name.
+ * Headers travel as flat [name, value, name, value, …] arrays, keeping the
+ * sender's case, order and repeated fields.
+ */
+
+import type { IncomingMessage } from 'node:http';
+
+const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+/** Toward the target only: the capability, the target's own host, and 100-continue (answered by Membrane itself). */
+const REQUEST_ONLY: ReadonlySet<string> = new Set(['authorization', 'host', 'expect']);
+
+function isHopByHop(lowerName: string): boolean {
+  return HOP_BY_HOP.has(lowerName) || lowerName.startsWith('proxy-');
+}
+
+/** Lower-cased header names listed in every `Connection` header of a raw header list. */
+function namedByConnection(raw: readonly string[]): ReadonlySet<string> | undefined {
+  let named: Set<string> | undefined;
+  for (let i = 0; i < raw.length; i += 2) {
+    if (raw[i]!.length === 10 && raw[i]!.toLowerCase() === 'connection') {
+      named ??= new Set();
+      for (const token of raw[i + 1]!.split(',')) {
+        const name = token.trim().toLowerCase();
+        if (name !== '') named.add(name);
+      }
+    }
+  }
+  return named;
+}
+
+/**
+ * The requester's headers as they go to the target: hop-by-hop, capability,
+ * host and expect removed, and any name the config sets (`configured`,
+ * lower-case) removed so the config's value wins.
+ */
+export function requestHeadersToTarget(raw: readonly string[], configured: ReadonlySet<string>): string[] {
+  const named = namedByConnection(raw);
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const lower = raw[i]!.toLowerCase();
+    if (isHopByHop(lower) || REQUEST_ONLY.has(lower) || configured.has(lower) || named?.has(lower)) continue;
+    out.push(raw[i]!, raw[i + 1]!);
+  }
+  return out;
+}
+
+/** The target's response headers as they go back to the requester. */
+export function responseHeadersToClient(raw: readonly string[]): string[] {
+  const named = namedByConnection(raw);
+  const out: string[] = [];
+  for (let i = 0; i < raw.length; i += 2) {
+    const lower = raw[i]!.toLowerCase();
+    if (isHopByHop(lower) || named?.has(lower)) continue;
+    out.push(raw[i]!, raw[i + 1]!);
+  }
+  return out;
+}
+
+/** True when the request announces a body (a non-zero Content-Length, or any Transfer-Encoding). */
+export function requestHasBody(req: IncomingMessage): boolean {
+  const length = req.headers['content-length'];
+  return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
+}

@@ -1,0 +1,156 @@
+/**
+ * Forwards an invocation to its target and streams the answer back.
+ *
+ * Connections to targets are pooled and kept alive (one undici Agent for
+ * default TLS settings, one per distinct `tls` config). Request and
+ * response bodies stream with backpressure; nothing is buffered whole.
+ * Failures before the target answers become typed errors (502, 504) whose
+ * messages name the kind of failure but never an address; a failure after
+ * the answer has started cuts the stream to the requester.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { PassThrough } from 'node:stream';
+import { LRUCache } from 'lru-cache';
+import { Agent, type Dispatcher } from 'undici';
+import { BadGatewayError, GatewayTimeoutError, MembraneError, NotImplementedError } from '../errors.js';
+import { schemeOf } from '../signing/signer.js';
+import { requestHasBody, requestHeadersToTarget, responseHeadersToClient } from './headers.js';
+import { targetPath, type Target } from './target.js';
+
+export interface ProxyOptions {
+  /** Upper bound of a target's idle timeout (headers and between body chunks). */
+  targetTimeoutMs: number;
+  connectTimeoutMs: number;
+  /** Most distinct TLS configs with a live connection pool. */
+  maxTlsPools?: number;
+}
+
+/** How an invocation ended, for logging. */
+export interface ForwardOutcome {
+  status: number;
+  /** True when the response stream was cut after it started. */
+  cut: boolean;
+}
+
+export class Proxy {
+  readonly #options: ProxyOptions;
+  readonly #defaultAgent: Agent;
+  readonly #tlsAgents: LRUCache<string, Agent>;
+
+  constructor(options: ProxyOptions) {
+    this.#options = options;
+    this.#defaultAgent = this.#createAgent({});
+    this.#tlsAgents = new LRUCache<string, Agent>({
+      max: options.maxTlsPools ?? 256,
+      dispose: (agent) => void agent.close(),
+    });
+  }
+
+  /**
+   * Sends `req` to `target` and streams the answer into `res`. Rejects with a
+   * MembraneError only while nothing has been written to `res`.
+   */
+  async forward(req: IncomingMessage, res: ServerResponse, target: Target): Promise<ForwardOutcome> {
+    if (target.hmac !== undefined) {
+      throw new NotImplementedError(`the ${schemeOf(target.hmac)} signature scheme is not available on this server yet`);
+    }
+    const headers = requestHeadersToTarget(req.rawHeaders, target.headerNames);
+    headers.push(...target.headers);
+
+    // The body goes through a PassThrough so that undici, which destroys its
+    // body stream on failure, never destroys the requester's socket: the
+    // requester must still get its 502.
+    let body: PassThrough | null = null;
+    if (requestHasBody(req)) {
+      const pass = new PassThrough();
+      req.on('error', (error) => pass.destroy(error));
+      req.on('aborted', () => pass.destroy(new Error('requester aborted')));
+      req.pipe(pass);
+      body = pass;
+    }
+
+    const abort = new AbortController();
+    const onClose = (): void => {
+      if (!res.writableFinished) abort.abort();
+    };
+    res.once('close', onClose);
+
+    const timeout = Math.min(target.timeoutMs ?? this.#options.targetTimeoutMs, this.#options.targetTimeoutMs);
+    let started = false;
+    let status = 0;
+    try {
+      await this.#dispatcherFor(target).stream(
+        {
+          origin: target.origin,
+          path: targetPath(target, req.url ?? '/'),
+          method: (target.method ?? req.method ?? 'GET') as Dispatcher.HttpMethod,
+          headers,
+          body,
+          headersTimeout: timeout,
+          bodyTimeout: timeout,
+          signal: abort.signal,
+          responseHeaders: 'raw',
+        },
+        ({ statusCode, headers: responseHeaders }) => {
+          started = true;
+          status = statusCode;
+          res.writeHead(statusCode, responseHeadersToClient(responseHeaders as unknown as string[]));
+          return res;
+        },
+      );
+      return { status, cut: false };
+    } catch (error) {
+      if (started || res.destroyed) {
+        res.destroy();
+        return { status, cut: true };
+      }
+      throw upstreamError(error);
+    } finally {
+      res.off('close', onClose);
+    }
+  }
+
+  async close(): Promise<void> {
+    const agents = [this.#defaultAgent, ...this.#tlsAgents.values()];
+    this.#tlsAgents.clear();
+    await Promise.all(agents.map((agent) => agent.close()));
+  }
+
+  #dispatcherFor(target: Target): Agent {
+    if (target.tls === undefined || target.tlsId === undefined) return this.#defaultAgent;
+    let agent = this.#tlsAgents.get(target.tlsId);
+    if (agent === undefined) {
+      const { ca, cert, key, rejectUnauthorized } = target.tls;
+      agent = this.#createAgent({ ca, cert, key, rejectUnauthorized: rejectUnauthorized !== false });
+      this.#tlsAgents.set(target.tlsId, agent);
+    }
+    return agent;
+  }
+
+  #createAgent(tls: { ca?: string; cert?: string; key?: string; rejectUnauthorized?: boolean }): Agent {
+    return new Agent({
+      connect: { ...tls, timeout: Math.min(this.#options.connectTimeoutMs, this.#options.targetTimeoutMs) },
+      // Targets answer over HTTP/1.1; never pipeline, never follow redirects.
+      pipelining: 1,
+    });
+  }
+}
+
+const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
+
+/** Maps a failure to reach the target to 502 or 504, without addresses or stack traces. */
+function upstreamError(error: unknown): MembraneError {
+  if (error instanceof MembraneError) return error;
+  const code = String((error as { code?: unknown }).code ?? '');
+  if (TIMEOUT_CODES.has(code)) return new GatewayTimeoutError('the target did not answer in time');
+  if (code === 'ECONNREFUSED') return new BadGatewayError('the target refused the connection');
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return new BadGatewayError("the target's host name could not be resolved");
+  if (/CERT|SSL|TLS|ERR_OSSL/.test(code)) return new BadGatewayError('the TLS handshake with the target failed');
+  if (code.startsWith('HPE_') || code === 'UND_ERR_INFO' || code === 'UND_ERR_HEADERS_OVERFLOW') {
+    return new BadGatewayError("the target's response was not valid HTTP");
+  }
+  if (code === 'ECONNRESET' || code === 'UND_ERR_SOCKET' || code === 'EPIPE') {
+    return new BadGatewayError('the target closed the connection before answering');
+  }
+  return new BadGatewayError('the target could not be reached');
+}

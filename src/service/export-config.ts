@@ -1,0 +1,294 @@
+/**
+ * The export config: what a membrane's `export` capability accepts.
+ *
+ * Exactly one of `uri` (a new capability for an HTTP target) or `capability`
+ * (re-export of an existing exported capability). Unknown fields, wrong
+ * types and ambiguous values are refused with a 400 that names the field.
+ * Validation is a JSON Schema (Ajv) for shape and types, then the checks a
+ * schema cannot express (URI parts, header name clashes, PEM contents).
+ */
+import { METHODS } from 'node:http';
+import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
+import { BadRequestError } from '../errors.js';
+import { compileValidator, fieldSegment, type Validation } from '../schema.js';
+
+export interface Aws4HmacSha256Config {
+  awsAccessKeyId: string;
+  secretAccessKey: string;
+  region: string;
+  service: string;
+  sessionToken?: string;
+}
+
+export interface Cap1HmacSha512Config {
+  key: string;
+  keyId: string;
+}
+
+export interface HmacConfig {
+  'aws4-hmac-sha256'?: Aws4HmacSha256Config;
+  'cap1-hmac-sha512'?: Cap1HmacSha512Config;
+}
+
+export interface TlsConfig {
+  ca?: string;
+  cert?: string;
+  key?: string;
+  rejectUnauthorized?: boolean;
+}
+
+export interface UriExportConfig {
+  uri: string;
+  method?: string;
+  headers?: Record<string, string>;
+  allowQuery?: boolean;
+  timeoutMs?: number;
+  tls?: TlsConfig;
+  hmac?: HmacConfig;
+}
+
+export interface ReExportConfig {
+  capability: string;
+}
+
+export type ExportConfig = UriExportConfig | ReExportConfig;
+
+export function isReExport(config: ExportConfig): config is ReExportConfig {
+  return 'capability' in config;
+}
+
+/** Methods a capability may fix. CONNECT opens a tunnel, not an HTTP action. */
+export const EXPORTABLE_METHODS: readonly string[] = METHODS.filter((method) => method !== 'CONNECT');
+
+/**
+ * Header names a config may not set: hop-by-hop headers, and the headers
+ * that frame the request or name the target, which Membrane controls.
+ */
+export const RESERVED_HEADER_NAMES: ReadonlySet<string> = new Set([
+  'connection',
+  'keep-alive',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+  'host',
+  'content-length',
+  'expect',
+]);
+
+const TOKEN = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
+const HEADER_VALUE = '^[\\t\\x20-\\x7E]*$';
+const PEM_TEXT = { type: 'string', minLength: 1, maxLength: 65_536 };
+/** Region and service names: plain identifiers such as `us-east-1`, `lambda`, `execute-api`. */
+const AWS_IDENTIFIER = {
+  type: 'string',
+  maxLength: 64,
+  pattern: '^[A-Za-z0-9]+(?:[-_.][A-Za-z0-9]+)*$',
+  description: 'a plain identifier (letters, digits, "-", "_", ".")',
+};
+
+const hmacSchema = {
+  type: 'object',
+  additionalProperties: false,
+  minProperties: 1,
+  maxProperties: 1,
+  description: 'an object naming exactly one signature scheme: aws4-hmac-sha256 or cap1-hmac-sha512',
+  properties: {
+    'aws4-hmac-sha256': {
+      type: 'object',
+      additionalProperties: false,
+      required: ['awsAccessKeyId', 'secretAccessKey', 'region', 'service'],
+      properties: {
+        awsAccessKeyId: {
+          type: 'string',
+          maxLength: 128,
+          pattern: '^\\w+$',
+          description: 'an access key id (letters, digits, "_")',
+        },
+        secretAccessKey: { type: 'string', minLength: 1, maxLength: 256 },
+        region: AWS_IDENTIFIER,
+        service: AWS_IDENTIFIER,
+        sessionToken: { type: 'string', minLength: 1, maxLength: 8192, pattern: '^[\\x21-\\x7E]+$', description: 'printable ASCII' },
+      },
+    },
+    'cap1-hmac-sha512': {
+      type: 'object',
+      additionalProperties: false,
+      required: ['key', 'keyId'],
+      properties: {
+        key: {
+          type: 'string',
+          minLength: 1,
+          maxLength: 1024,
+          pattern: '^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2}|[A-Za-z0-9_-]{3})?$',
+          description: 'base64url text without padding',
+        },
+        keyId: {
+          type: 'string',
+          minLength: 1,
+          maxLength: 256,
+          pattern: '^[\\x21-\\x2B\\x2D\\x2E\\x30-\\x7E]+$',
+          description: 'printable ASCII without "/" or ","',
+        },
+      },
+    },
+  },
+};
+
+const uriExportSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['uri'],
+  properties: {
+    uri: { type: 'string', minLength: 1, maxLength: 8192 },
+    method: { type: 'string', enum: EXPORTABLE_METHODS, description: 'an HTTP method in upper case, such as "POST"' },
+    headers: {
+      type: 'object',
+      maxProperties: 64,
+      propertyNames: { maxLength: 256, pattern: TOKEN, description: 'an HTTP header name' },
+      additionalProperties: {
+        type: 'string',
+        maxLength: 8192,
+        pattern: HEADER_VALUE,
+        description: 'printable ASCII (no control characters or line breaks)',
+      },
+    },
+    allowQuery: { type: 'boolean' },
+    timeoutMs: { type: 'integer', minimum: 1, maximum: 2_147_483_647 },
+    tls: {
+      type: 'object',
+      additionalProperties: false,
+      properties: {
+        ca: PEM_TEXT,
+        cert: PEM_TEXT,
+        key: PEM_TEXT,
+        rejectUnauthorized: { type: 'boolean' },
+      },
+    },
+    hmac: hmacSchema,
+  },
+};
+
+const reExportSchema = {
+  type: 'object',
+  additionalProperties: false,
+  required: ['capability'],
+  properties: {
+    capability: { type: 'string', minLength: 1, maxLength: 1024 },
+  },
+};
+
+const validateUriExport = compileValidator<UriExportConfig>(uriExportSchema, 'config');
+const validateReExport = compileValidator<ReExportConfig>(reExportSchema, 'config');
+
+/** Fields that belong to a uri export and make no sense on a re-export. */
+const URI_OPTIONS = Object.keys(uriExportSchema.properties).filter((name) => name !== 'uri');
+
+/** Validates a parsed JSON body as an export config; throws BadRequestError naming the field. */
+export function parseExportConfig(body: unknown): ExportConfig {
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) {
+    throw new BadRequestError('the export config must be a JSON object');
+  }
+  const hasUri = Object.hasOwn(body, 'uri');
+  const hasCapability = Object.hasOwn(body, 'capability');
+  if (hasUri === hasCapability) {
+    throw new BadRequestError(
+      hasUri ? 'config must have exactly one of uri and capability, not both' : 'config must have exactly one of uri and capability',
+    );
+  }
+  if (hasCapability) {
+    const misplaced = URI_OPTIONS.find((name) => Object.hasOwn(body, name));
+    if (misplaced !== undefined) {
+      throw new BadRequestError(`config.${misplaced} applies only to uri exports, not to re-exports of a capability`);
+    }
+    return check(validateReExport(body));
+  }
+  const config = check(validateUriExport(body));
+  checkUri(config);
+  checkHeaders(config.headers);
+  checkTls(config);
+  return config;
+}
+
+function check<T>(result: Validation<T>): T {
+  if (!result.ok) throw new BadRequestError(result.message);
+  return result.value;
+}
+
+function checkUri(config: UriExportConfig): void {
+  let url: URL;
+  try {
+    url = new URL(config.uri);
+  } catch {
+    throw new BadRequestError('config.uri must be an absolute http or https URI');
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') {
+    throw new BadRequestError('config.uri must use the http or https scheme');
+  }
+  if (url.username !== '' || url.password !== '') {
+    throw new BadRequestError('config.uri must not contain user info; send credentials with config.headers');
+  }
+  if (config.uri.includes('#')) {
+    throw new BadRequestError('config.uri must not contain a fragment');
+  }
+  if (/[\s\x00-\x1F\x7F]/.test(config.uri)) {
+    throw new BadRequestError('config.uri must not contain whitespace or control characters');
+  }
+}
+
+function checkHeaders(headers: Record<string, string> | undefined): void {
+  if (headers === undefined) return;
+  const seen = new Set<string>();
+  for (const name of Object.keys(headers)) {
+    const lower = name.toLowerCase();
+    const path = `config.headers${fieldSegment(name)}`;
+    if (RESERVED_HEADER_NAMES.has(lower) || lower.startsWith('proxy-')) {
+      throw new BadRequestError(`${path} is a header Membrane controls and cannot be set`);
+    }
+    if (seen.has(lower)) {
+      throw new BadRequestError(`${path} is given twice (header names are case-insensitive)`);
+    }
+    seen.add(lower);
+  }
+}
+
+function checkTls(config: UriExportConfig): void {
+  const tls = config.tls;
+  if (tls === undefined) return;
+  if (new URL(config.uri).protocol !== 'https:') {
+    throw new BadRequestError('config.tls applies only to https URIs');
+  }
+  if ((tls.cert === undefined) !== (tls.key === undefined)) {
+    throw new BadRequestError('config.tls.cert and config.tls.key must be given together');
+  }
+  if (tls.ca !== undefined) parseCertificates(tls.ca, 'config.tls.ca');
+  if (tls.cert !== undefined && tls.key !== undefined) {
+    const [leaf] = parseCertificates(tls.cert, 'config.tls.cert');
+    let key: KeyObject;
+    try {
+      key = createPrivateKey(tls.key);
+    } catch {
+      throw new BadRequestError('config.tls.key must be an unencrypted PEM private key');
+    }
+    if (!leaf!.checkPrivateKey(key)) {
+      throw new BadRequestError('config.tls.key is not the private key of config.tls.cert');
+    }
+  }
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[A-Za-z0-9+/=\s]+-----END CERTIFICATE-----/g;
+
+/** One or more PEM certificates and nothing else but whitespace between them. */
+function parseCertificates(pem: string, field: string): X509Certificate[] {
+  const blocks = pem.match(PEM_CERTIFICATE) ?? [];
+  if (blocks.length === 0 || pem.replace(PEM_CERTIFICATE, '').trim() !== '') {
+    throw new BadRequestError(`${field} must be one or more PEM certificates`);
+  }
+  return blocks.map((block) => {
+    try {
+      return new X509Certificate(block);
+    } catch {
+      throw new BadRequestError(`${field} must be one or more PEM certificates`);
+    }
+  });
+}

@@ -1,0 +1,346 @@
+/**
+ * Domain rules of the Membrane service: tenants, membranes, export,
+ * re-export, query, revocation, and resolving a token to what it may do.
+ *
+ * Liveness is derived, never copied: a tenant's root capabilities live while
+ * the tenant does; a membrane's `export` capability while the membrane and
+ * its tenant do; an exported capability while every membrane on its chain
+ * (its own, its parent's, … up to the root export) does. Revoking a membrane
+ * is therefore one write, and everything below it dies with it. A
+ * membrane's `revoke` capability never dies: revoking twice answers 202 twice.
+ */
+import { BadRequestError, ConflictError, UnauthorizedError } from '../errors.js';
+import { prepareTarget, type Target } from '../proxy/target.js';
+import { compileValidator } from '../schema.js';
+import { MasterKey } from '../secrets.js';
+import type { CapabilityRecord, Store } from '../store/store.js';
+import { capabilityUri, generateToken, hashToken, parseCapabilityUri } from '../token.js';
+import { CapabilityCache } from './capability-cache.js';
+import { isReExport, parseExportConfig, type UriExportConfig } from './export-config.js';
+
+/** Purposes (GCM additional data) of the values this service seals. */
+const SEALED = {
+  exportToken: 'membrane.export-token',
+  revokeToken: 'membrane.revoke-token',
+  config: 'capability.config',
+  keyCheck: 'meta.key-check',
+} as const;
+
+export const QUERY_LIMIT_MAX = 1000;
+
+export interface RootCapabilities {
+  create: string;
+  query: string;
+  deleteSelf: string;
+}
+
+export interface MembraneCapabilities {
+  export: string;
+  revoke: string;
+}
+
+export interface MembraneView {
+  id: string;
+  capabilities: MembraneCapabilities;
+}
+
+export interface QueryResult {
+  membranes: MembraneView[];
+  completed: boolean;
+}
+
+/** What a valid, live token entitles its holder to. */
+export type Capability =
+  | { kind: 'create' | 'query' | 'deleteSelf'; tenantId: number }
+  | { kind: 'export'; tenantId: number; membraneId: number }
+  | { kind: 'revoke'; membraneId: number }
+  | ExportedCapability;
+
+export interface ExportedCapability {
+  kind: 'exported';
+  capabilityId: number;
+  target: Target;
+}
+
+export interface MembraneServiceOptions {
+  /** host[:port] written into every capability URI this service issues. */
+  authority: string;
+  /** Most resolved exported capabilities kept in memory. */
+  cacheSize: number;
+}
+
+interface NewMembraneBody {
+  id: string;
+}
+
+const validateNewMembrane = compileValidator<NewMembraneBody>(
+  {
+    type: 'object',
+    additionalProperties: false,
+    required: ['id'],
+    properties: { id: { type: 'string', minLength: 1, maxLength: 512 } },
+  },
+  'membrane',
+);
+
+/** Control characters would let a membrane id spoof terminal or log output; lone surrogates are not text. */
+const UNPRINTABLE = /[\u0000-\u001F\u007F-\u009F]|\p{Cs}/u;
+
+export class MembraneService {
+  readonly #store: Store;
+  readonly #key: MasterKey;
+  readonly #authority: string;
+  readonly #cache: CapabilityCache<ExportedCapability>;
+
+  constructor(store: Store, key: MasterKey, options: MembraneServiceOptions) {
+    this.#store = store;
+    this.#key = key;
+    this.#authority = options.authority;
+    this.#cache = new CapabilityCache(options.cacheSize);
+  }
+
+  get authority(): string {
+    return this.#authority;
+  }
+
+  /**
+   * Checks that `key` is the key this store's secrets are sealed under (the
+   * first process to open a store records a sealed check value).
+   */
+  static async verifyKey(store: Store, key: MasterKey): Promise<boolean> {
+    const stored = await store.initMeta('key-check', key.seal('membrane', SEALED.keyCheck));
+    try {
+      key.unseal(stored, SEALED.keyCheck);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  /** Creates a tenant and returns its root capabilities (the only time they are shown). */
+  async createTenant(options: { onlyIfEmpty?: boolean } = {}): Promise<RootCapabilities | undefined> {
+    const tokens = { create: generateToken(), query: generateToken(), deleteSelf: generateToken() };
+    const id = await this.#store.createTenant(
+      { create: hashToken(tokens.create), query: hashToken(tokens.query), deleteSelf: hashToken(tokens.deleteSelf) },
+      { onlyIfEmpty: options.onlyIfEmpty === true },
+    );
+    if (id === undefined) return undefined;
+    return {
+      create: this.#uri(tokens.create),
+      query: this.#uri(tokens.query),
+      deleteSelf: this.#uri(tokens.deleteSelf),
+    };
+  }
+
+  /** Resolves a well-formed token to a live capability; UnauthorizedError otherwise. */
+  async authenticate(token: string): Promise<Capability> {
+    const hash = hashToken(token);
+    const cacheKey = hash.toString('base64');
+    const cached = this.#cache.get(cacheKey);
+    if (cached !== undefined) return cached;
+
+    const epoch = this.#cache.epoch;
+    const record = await this.#store.findCapability(hash);
+    if (record === undefined || !isAlive(record)) throw new UnauthorizedError();
+    switch (record.kind) {
+      case 'create':
+      case 'query':
+      case 'deleteSelf':
+        return { kind: record.kind, tenantId: record.tenantId };
+      case 'export':
+        return { kind: 'export', tenantId: record.tenantId, membraneId: record.membraneId! };
+      case 'revoke':
+        return { kind: 'revoke', membraneId: record.membraneId! };
+      case 'exported': {
+        const capability: ExportedCapability = {
+          kind: 'exported',
+          capabilityId: record.id,
+          target: prepareTarget(this.#openConfig(record.sealedConfig!)),
+        };
+        this.#cache.set(cacheKey, capability, membranesOf(record), epoch);
+        return capability;
+      }
+    }
+  }
+
+  async createMembrane(tenantId: number, body: unknown): Promise<MembraneView> {
+    const checked = validateNewMembrane(body);
+    if (!checked.ok) throw new BadRequestError(checked.message);
+    const name = checked.value.id;
+    if (UNPRINTABLE.test(name)) {
+      throw new BadRequestError('membrane.id must not contain control characters or unpaired surrogates');
+    }
+    const exportToken = generateToken();
+    const revokeToken = generateToken();
+    const result = await this.#store.createMembrane({
+      tenantId,
+      name,
+      exportHash: hashToken(exportToken),
+      revokeHash: hashToken(revokeToken),
+      sealedExportToken: this.#key.seal(exportToken, SEALED.exportToken),
+      sealedRevokeToken: this.#key.seal(revokeToken, SEALED.revokeToken),
+    });
+    if (result.outcome === 'duplicate') throw new ConflictError(`a membrane with id ${JSON.stringify(name)} already exists`);
+    if (result.outcome === 'tenant-deleted') throw new UnauthorizedError();
+    return { id: name, capabilities: { export: this.#uri(exportToken), revoke: this.#uri(revokeToken) } };
+  }
+
+  async queryMembranes(tenantId: number, rawQuery: string): Promise<QueryResult> {
+    const query = parseMembraneQuery(rawQuery);
+    const rows = await this.#store.listMembranes({
+      tenantId,
+      name: query.id,
+      after: query.lastId,
+      limit: query.limit + 1,
+    });
+    const page = rows.slice(0, query.limit);
+    return {
+      membranes: page.map((row) => ({
+        id: row.name,
+        capabilities: {
+          export: this.#uri(this.#key.unsealText(row.sealedExportToken, SEALED.exportToken)),
+          revoke: this.#uri(this.#key.unsealText(row.sealedRevokeToken, SEALED.revokeToken)),
+        },
+      })),
+      completed: rows.length <= query.limit,
+    };
+  }
+
+  /** Revokes every membrane of the tenant and kills its root capabilities. */
+  async deleteTenant(tenantId: number): Promise<void> {
+    const revoked = await this.#store.deleteTenant(tenantId);
+    this.#cache.revokeMembranes(revoked);
+  }
+
+  /** Revokes a membrane (idempotent). When this resolves, nothing below it resolves any more. */
+  async revokeMembrane(membraneId: number): Promise<void> {
+    await this.#store.revokeMembrane(membraneId);
+    this.#cache.revokeMembranes([membraneId]);
+  }
+
+  /** Exports a new capability through a membrane and returns its URI. */
+  async export(tenantId: number, membraneId: number, body: unknown): Promise<string> {
+    const config = parseExportConfig(body);
+    const token = generateToken();
+    if (isReExport(config)) {
+      const parentId = await this.#reExportable(config.capability);
+      await this.#store.insertExportedCapability({
+        hash: hashToken(token),
+        tenantId,
+        membraneId,
+        sealedConfig: null,
+        parentId,
+      });
+    } else {
+      await this.#store.insertExportedCapability({
+        hash: hashToken(token),
+        tenantId,
+        membraneId,
+        sealedConfig: this.#key.seal(JSON.stringify(config), SEALED.config),
+        parentId: null,
+      });
+    }
+    return this.#uri(token);
+  }
+
+  /** The id of the capability a re-export names, if it may be re-exported. */
+  async #reExportable(uri: string): Promise<number> {
+    const parsed = parseCapabilityUri(uri);
+    if (parsed === undefined) {
+      throw new BadRequestError('config.capability must be a capability URI (cpblty://AUTHORITY/#CPBLTY1-…)');
+    }
+    if (parsed.authority.toLowerCase() !== this.#authority.toLowerCase()) {
+      throw new BadRequestError(`config.capability belongs to another service (${parsed.authority}), not ${this.#authority}`);
+    }
+    const parent = await this.#store.findCapability(hashToken(parsed.token));
+    if (parent === undefined || !isAlive(parent)) {
+      throw new BadRequestError('config.capability is unknown or revoked');
+    }
+    if (parent.kind !== 'exported') {
+      throw new BadRequestError(
+        `config.capability is ${parent.kind === 'export' ? 'an' : 'a'} ${parent.kind} capability; only exported capabilities can be re-exported`,
+      );
+    }
+    return parent.id;
+  }
+
+  #openConfig(sealed: Buffer): UriExportConfig {
+    return JSON.parse(this.#key.unsealText(sealed, SEALED.config)) as UriExportConfig;
+  }
+
+  #uri(token: string): string {
+    return capabilityUri(this.#authority, token);
+  }
+}
+
+function isAlive(record: CapabilityRecord): boolean {
+  switch (record.kind) {
+    case 'create':
+    case 'query':
+    case 'deleteSelf':
+      return !record.tenantDeleted;
+    case 'export':
+      return !record.tenantDeleted && !record.chain[0]!.membraneRevoked;
+    case 'revoke':
+      return true;
+    case 'exported':
+      return record.chain.every((link) => !link.membraneRevoked);
+  }
+}
+
+function membranesOf(record: CapabilityRecord): number[] {
+  return record.chain.map((link) => link.membraneId!);
+}
+
+export interface MembraneQuery {
+  id: string | undefined;
+  lastId: string | undefined;
+  limit: number;
+}
+
+const QUERY_PARAMETERS = new Set(['id', 'lastId', 'limit']);
+
+/**
+ * Parses the `query` capability's query string: `id`, `lastId`, `limit`.
+ * An empty value means the parameter is absent (the original SDK sends
+ * `lastId=` for an undefined lastId). `limit` defaults to 1, is clamped to
+ * 1000, and anything but a positive decimal integer is a 400. Unknown or
+ * repeated parameters and malformed percent-encoding are refused.
+ */
+export function parseMembraneQuery(rawQuery: string): MembraneQuery {
+  const values = new Map<string, string>();
+  for (const piece of rawQuery === '' ? [] : rawQuery.split('&')) {
+    if (piece === '') continue;
+    const equals = piece.indexOf('=');
+    const name = decodeQueryComponent(equals === -1 ? piece : piece.slice(0, equals));
+    const value = decodeQueryComponent(equals === -1 ? '' : piece.slice(equals + 1));
+    if (!QUERY_PARAMETERS.has(name)) {
+      throw new BadRequestError(`unknown query parameter ${JSON.stringify(name.slice(0, 64))} (expected id, lastId, limit)`);
+    }
+    if (values.has(name)) throw new BadRequestError(`query parameter ${name} is given more than once`);
+    values.set(name, value);
+  }
+  const id = values.get('id') || undefined;
+  const lastId = values.get('lastId') || undefined;
+  for (const [name, value] of [['id', id], ['lastId', lastId]] as const) {
+    if (value !== undefined && [...value].length > 512) throw new BadRequestError(`query parameter ${name} must be at most 512 characters`);
+  }
+  const rawLimit = values.get('limit') || undefined;
+  let limit = 1;
+  if (rawLimit !== undefined) {
+    if (!/^[0-9]+$/.test(rawLimit) || /^0+$/.test(rawLimit)) {
+      throw new BadRequestError('query parameter limit must be a positive integer');
+    }
+    const digits = rawLimit.replace(/^0+/, '');
+    limit = digits.length > 4 ? QUERY_LIMIT_MAX : Math.min(Number(digits), QUERY_LIMIT_MAX);
+  }
+  return { id, lastId, limit };
+}
+
+function decodeQueryComponent(text: string): string {
+  try {
+    return decodeURIComponent(text.replace(/\+/g, ' '));
+  } catch {
+    throw new BadRequestError('the query string has malformed percent-encoding');
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * Capability tokens and URIs.
+ *
+ * Token: `CPBLTY1-` + base64url (no padding) of 64 CSPRNG bytes, 94 characters.
+ * URI:   `cpblty://AUTHORITY/#TOKEN`.
+ * Tokens are stored and looked up only by SHA-256 of the token text.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+
+export const TOKEN_PREFIX = 'CPBLTY1-';
+const TOKEN_BYTES = 64;
+/** 64 bytes in unpadded base64url are 86 characters. */
+const TOKEN_PATTERN = /^CPBLTY1-[A-Za-z0-9_-]{86}$/;
+const URI_PATTERN = /^cpblty:\/\/([^/?#\s]+)\/#(CPBLTY1-[A-Za-z0-9_-]{86})$/;
+
+export function generateToken(): string {
+  return TOKEN_PREFIX + randomBytes(TOKEN_BYTES).toString('base64url');
+}
+
+export function isWellFormedToken(value: string): boolean {
+  return TOKEN_PATTERN.test(value);
+}
+
+export function hashToken(token: string): Buffer {
+  return createHash('sha256').update(token, 'latin1').digest();
+}
+
+export function capabilityUri(authority: string, token: string): string {
+  return `cpblty://${authority}/#${token}`;
+}
+
+export interface ParsedCapabilityUri {
+  authority: string;
+  token: string;
+}
+
+/** Parses `cpblty://AUTHORITY/#TOKEN`; undefined for anything else. */
+export function parseCapabilityUri(uri: string): ParsedCapabilityUri | undefined {
+  const match = URI_PATTERN.exec(uri);
+  if (match === null) return undefined;
+  return { authority: match[1]!, token: match[2]! };
+}
+
+const AUTHORITY_PATTERN = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])(?::(\d{1,5}))?$/;
+
+/**
+ * Checks that `authority` is `host[:port]` (a DNS name, IPv4 address or
+ * bracketed IPv6 address, optional port 1-65535) and returns it unchanged.
+ */
+export function validateAuthority(authority: string): string {
+  const match = AUTHORITY_PATTERN.exec(authority);
+  const port = match?.[1];
+  if (match === null || (port !== undefined && (Number(port) < 1 || Number(port) > 65535))) {
+    throw new Error(`authority "${authority}" is not host[:port]`);
+  }
+  return authority;
+}

@@ -1,0 +1,76 @@
+/** Runs `bin/membrane` as a real child process. */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { fileURLToPath } from 'node:url';
+
+export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+export const MEMBRANE_BIN = fileURLToPath(new URL('../../../bin/membrane', import.meta.url));
+
+export interface CommandResult {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `membrane ARGS` to completion. */
+export async function runMembrane(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CommandResult> {
+  const child = spawn(process.execPath, [MEMBRANE_BIN, ...args], { env: { ...cleanEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (chunk) => (stdout += chunk));
+  child.stderr.on('data', (chunk) => (stderr += chunk));
+  const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
+  return { code, signal, stdout, stderr };
+}
+
+/** The environment without any MEMBRANE_* setting of the caller's shell. */
+export function cleanEnv(): NodeJS.ProcessEnv {
+  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('MEMBRANE_')));
+}
+
+export interface ServerProcess {
+  child: ChildProcess;
+  url: string;
+  stdout(): string;
+  stderr(): string;
+  /** Resolves with the exit code and signal. */
+  exited: Promise<[number | null, NodeJS.Signals | null]>;
+}
+
+/**
+ * Starts `membrane serve ARGS` (or another command line that ends up
+ * serving) and resolves once its "listening" log line appears.
+ */
+export async function startServerProcess(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  command: { file: string; args: string[] } = { file: process.execPath, args: [MEMBRANE_BIN, 'serve'] },
+): Promise<ServerProcess> {
+  const child = spawn(command.file, [...command.args, ...args], {
+    cwd: REPO_ROOT,
+    env: { ...cleanEnv(), MEMBRANE_LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stderr!.on('data', (chunk) => (stderr += chunk));
+  const exited = once(child, 'exit') as Promise<[number | null, NodeJS.Signals | null]>;
+  const url = await new Promise<string>((resolve, reject) => {
+    child.stdout!.on('data', (chunk) => {
+      stdout += chunk;
+      const listening = logLines(stdout).find((line) => line.msg === 'listening');
+      if (listening !== undefined) resolve(String(listening.url));
+    });
+    void exited.then(([code]) => reject(new Error(`server exited with ${code} before listening:\n${stdout}\n${stderr}`)));
+  });
+  return { child, url, stdout: () => stdout, stderr: () => stderr, exited };
+}
+
+/** The JSON log lines in a process's output (other lines, such as the bootstrap banner, are skipped). */
+export function logLines(output: string): Record<string, unknown>[] {
+  return output
+    .split('\n')
+    .filter((line) => line.startsWith('{') && line.endsWith('}'))
+    .map((line) => JSON.parse(line) as Record<string, unknown>);
+}

@@ -1,0 +1,57 @@
+/** Starts a real Membrane server in this process, on a loopback port and a fresh data directory. */
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startMembrane, type RunningMembrane } from '../../src/app.js';
+import type { ServeConfig } from '../../src/config.js';
+import { createLogger } from '../../src/log.js';
+import type { RootCapabilities } from '../../src/service/membrane-service.js';
+import { ControlPlane } from './client.js';
+
+export interface TestMembrane extends RunningMembrane {
+  dataDir: string;
+  roots: RootCapabilities;
+  control: ControlPlane;
+  /** Stops the server and removes its data directory (unless `keepData`). */
+  stop(options?: { keepData?: boolean }): Promise<void>;
+}
+
+export async function tempDir(prefix = 'membrane-test-'): Promise<string> {
+  return mkdtemp(join(tmpdir(), prefix));
+}
+
+export function testConfig(dataDir: string, overrides: Partial<ServeConfig> = {}): ServeConfig {
+  return {
+    dataDir,
+    host: '127.0.0.1',
+    port: 0,
+    authority: undefined,
+    tlsCert: undefined,
+    tlsKey: undefined,
+    allowTargets: ['127.0.0.0/8'],
+    targetTimeoutMs: 10_000,
+    connectTimeoutMs: 5_000,
+    cacheSize: 10_000,
+    controlBodyLimit: 65_536,
+    drainTimeoutMs: 5_000,
+    logLevel: 'silent',
+    masterKey: undefined,
+    ...overrides,
+  };
+}
+
+export async function startTestMembrane(overrides: Partial<ServeConfig> = {}): Promise<TestMembrane> {
+  const dataDir = overrides.dataDir ?? (await tempDir());
+  const running = await startMembrane(testConfig(dataDir, overrides), createLogger('silent'));
+  const roots = running.bootstrap ?? (await running.service.createTenant())!;
+  return {
+    ...running,
+    dataDir,
+    roots,
+    control: new ControlPlane(running.url),
+    async stop(options = {}) {
+      await running.close();
+      if (options.keepData !== true) await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+}
