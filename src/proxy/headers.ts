@@ -51,13 +51,17 @@ export function requestHeadersToTarget(raw: readonly string[], configured: Reado
   return out;
 }
 
-/** The target's response headers as they go back to the requester. */
-export function responseHeadersToClient(raw: readonly string[]): string[] {
+/**
+ * The target's response headers as they go back to the requester; without
+ * Content-Length when `dropLength` (the answer to a HEAD the requester did
+ * not send).
+ */
+export function responseHeadersToClient(raw: readonly string[], dropLength = false): string[] {
   const named = namedByConnection(raw);
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const lower = raw[i]!.toLowerCase();
-    if (isHopByHop(lower) || named?.has(lower)) continue;
+    if (isHopByHop(lower) || named?.has(lower) || (dropLength && lower === 'content-length')) continue;
     out.push(raw[i]!, raw[i + 1]!);
   }
   return out;

@@ -75,6 +75,10 @@ export class Proxy {
     };
     res.once('close', onClose);
 
+    const method = target.method ?? req.method ?? 'GET';
+    // A HEAD answer describes a body it does not carry; relayed to a
+    // requester that did not ask with HEAD, its Content-Length would be a lie.
+    const dropLength = method === 'HEAD' && req.method !== 'HEAD';
     const timeout = Math.min(target.timeoutMs ?? this.#options.targetTimeoutMs, this.#options.targetTimeoutMs);
     let started = false;
     let status = 0;
@@ -83,7 +87,7 @@ export class Proxy {
         {
           origin: target.origin,
           path: targetPath(target, req.url ?? '/'),
-          method: (target.method ?? req.method ?? 'GET') as Dispatcher.HttpMethod,
+          method: method as Dispatcher.HttpMethod,
           headers,
           body,
           headersTimeout: timeout,
@@ -94,7 +98,7 @@ export class Proxy {
         ({ statusCode, headers: responseHeaders }) => {
           started = true;
           status = statusCode;
-          res.writeHead(statusCode, responseHeadersToClient(responseHeaders as unknown as string[]));
+          res.writeHead(statusCode, responseHeadersToClient(responseHeaders as unknown as string[], dropLength));
           return res;
         },
       );
@@ -138,6 +142,9 @@ export class Proxy {
 
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);
 
+/** OpenSSL verification results (Node sets them as the error code) and Node's TLS error codes. */
+const TLS_CODE = /CERT|CRL|SSL|TLS|OSSL|UNABLE_TO_|SIGNATURE|INVALID_CA|PATH_LENGTH_EXCEEDED|INVALID_PURPOSE|HOSTNAME_MISMATCH/;
+
 /** Maps a failure to reach the target to 502 or 504, without addresses or stack traces. */
 function upstreamError(error: unknown): MembraneError {
   if (error instanceof MembraneError) return error;
@@ -145,7 +152,7 @@ function upstreamError(error: unknown): MembraneError {
   if (TIMEOUT_CODES.has(code)) return new GatewayTimeoutError('the target did not answer in time');
   if (code === 'ECONNREFUSED') return new BadGatewayError('the target refused the connection');
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return new BadGatewayError("the target's host name could not be resolved");
-  if (/CERT|SSL|TLS|ERR_OSSL/.test(code)) return new BadGatewayError('the TLS handshake with the target failed');
+  if (TLS_CODE.test(code)) return new BadGatewayError('the TLS handshake with the target failed');
   if (code.startsWith('HPE_') || code === 'UND_ERR_INFO' || code === 'UND_ERR_HEADERS_OVERFLOW') {
     return new BadGatewayError("the target's response was not valid HTTP");
   }

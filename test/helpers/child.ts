@@ -1,6 +1,7 @@
 /** Runs `bin/membrane` as a real child process. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
@@ -73,4 +74,19 @@ export function logLines(output: string): Record<string, unknown>[] {
     .split('\n')
     .filter((line) => line.startsWith('{') && line.endsWith('}'))
     .map((line) => JSON.parse(line) as Record<string, unknown>);
+}
+
+/** The root capabilities printed by a first `membrane serve` (the bootstrap banner). */
+export function bannerRoots(output: string): { create: string; query: string; deleteSelf: string } | undefined {
+  const find = (name: string): string | undefined => new RegExp(`^\\s*${name}:\\s+(cpblty://\\S+)$`, 'm').exec(output)?.[1];
+  const create = find('create');
+  const query = find('query');
+  const deleteSelf = find('deleteSelf');
+  return create && query && deleteSelf ? { create, query, deleteSelf } : undefined;
+}
+
+/** Peak resident set size of a process, in bytes (Linux /proc). */
+export function peakRss(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Number(/^VmHWM:\s+(\d+) kB$/m.exec(status)![1]) * 1024;
 }

@@ -1,0 +1,308 @@
+/** `bin/membrane` as a real process: init, tenant create, serve, flags, environment, signals. */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { chmod, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { Agent, request } from 'undici';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { bannerRoots, cleanEnv, logLines, REPO_ROOT, runMembrane, startServerProcess, type ServerProcess } from './helpers/child.js';
+import { call, ControlPlane, tokenOf } from './helpers/client.js';
+import { tempDir } from './helpers/membrane.js';
+import { createPki } from './helpers/pki.js';
+import { startTarget } from './helpers/target.js';
+
+const URI = /^cpblty:\/\/[^/]+\/#CPBLTY1-[A-Za-z0-9_-]{86}$/;
+const cleanup: (() => Promise<void> | void)[] = [];
+after(async () => {
+  for (const step of cleanup.reverse()) await step();
+});
+
+async function dataDir(): Promise<string> {
+  const dir = await tempDir();
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+async function serve(args: string[], env: NodeJS.ProcessEnv = {}): Promise<ServerProcess> {
+  const server = await startServerProcess(args, env);
+  cleanup.push(() => void server.child.kill('SIGKILL'));
+  return server;
+}
+
+function assertOneLineError(result: { code: number | null; stderr: string; stdout: string }, code: number, message: RegExp): void {
+  assert.equal(result.code, code, result.stderr);
+  assert.equal(result.stdout, '');
+  assert.match(result.stderr, /^membrane: .+\n$/);
+  assert.match(result.stderr, message);
+}
+
+describe('membrane init', () => {
+  test('creates the store and key file, prints the root capabilities as JSON', async () => {
+    const dir = await dataDir();
+    const result = await runMembrane(['init', '--data-dir', dir, '--json']);
+    assert.equal(result.code, 0, result.stderr);
+    const roots = JSON.parse(result.stdout);
+    assert.deepEqual(Object.keys(roots).sort(), ['create', 'deleteSelf', 'query']);
+    for (const uri of Object.values(roots)) assert.match(uri as string, URI);
+    assert.ok((roots.create as string).startsWith('cpblty://localhost:8080/#'));
+    assert.equal((await stat(join(dir, 'master.key'))).mode & 0o777, 0o600);
+    assert.equal((await stat(dir)).mode & 0o777, 0o700);
+  });
+
+  test('human output without --json; --authority and MEMBRANE_AUTHORITY set the URIs’ authority', async () => {
+    const human = await runMembrane(['init', '--data-dir', await dataDir(), '--authority', 'membrane.example.com']);
+    assert.equal(human.code, 0);
+    assert.match(human.stdout, /^create: +cpblty:\/\/membrane\.example\.com\/#CPBLTY1-\S+\nquery: +cpblty:\S+\ndeleteSelf: cpblty:\S+\n$/);
+    const fromEnv = await runMembrane(['init', '--data-dir', await dataDir(), '--json'], { MEMBRANE_AUTHORITY: 'm.example:8443' });
+    assert.ok(JSON.parse(fromEnv.stdout).query.startsWith('cpblty://m.example:8443/#'));
+    const fromPort = await runMembrane(['init', '--json'], { MEMBRANE_DATA_DIR: await dataDir(), MEMBRANE_PORT: '9999' });
+    assert.ok(JSON.parse(fromPort.stdout).query.startsWith('cpblty://localhost:9999/#'));
+  });
+
+  test('refuses a store that already has a tenant', async () => {
+    const dir = await dataDir();
+    assert.equal((await runMembrane(['init', '--data-dir', dir])).code, 0);
+    assertOneLineError(await runMembrane(['init', '--data-dir', dir]), 1, /already holds a tenant; add another with `membrane tenant create/);
+  });
+
+  test('bad flags and values', async () => {
+    assertOneLineError(await runMembrane(['init', '--bogus']), 2, /Unknown option '--bogus'/);
+    assertOneLineError(await runMembrane(['init', '--data-dir', await dataDir(), '--authority', 'http://x/']), 1, /--authority: authority "http:\/\/x\/" is not host\[:port\]/);
+    assertOneLineError(await runMembrane(['init', '--data-dir', await dataDir()], { MEMBRANE_AUTHORITY: 'a b' }), 1, /MEMBRANE_AUTHORITY: authority "a b"/);
+    assertOneLineError(await runMembrane(['frobnicate']), 2, /unknown command "frobnicate"/);
+    assertOneLineError(await runMembrane(['tenant', 'delete']), 2, /did you mean "tenant create"/);
+  });
+
+  test('--help prints usage and exits 0; no command prints usage and exits 2', async () => {
+    const help = await runMembrane(['--help']);
+    assert.equal(help.code, 0);
+    for (const word of ['serve', 'init', 'tenant create', '--data-dir', 'MEMBRANE_DATA_DIR', 'MEMBRANE_ALLOW_TARGETS', 'MEMBRANE_MASTER_KEY']) {
+      assert.ok(help.stdout.includes(word), word);
+    }
+    assert.equal((await runMembrane([])).code, 2);
+  });
+});
+
+describe('master key', () => {
+  test('MEMBRANE_MASTER_KEY is used instead of a key file, and is then required', async () => {
+    const dir = await dataDir();
+    const key = Buffer.alloc(32, 7).toString('base64');
+    assert.equal((await runMembrane(['init', '--data-dir', dir], { MEMBRANE_MASTER_KEY: key })).code, 0);
+    await assert.rejects(stat(join(dir, 'master.key')));
+    assert.equal((await runMembrane(['tenant', 'create', '--data-dir', dir], { MEMBRANE_MASTER_KEY: key })).code, 0);
+    assertOneLineError(await runMembrane(['tenant', 'create', '--data-dir', dir]), 1, /no master key: set MEMBRANE_MASTER_KEY/);
+    const wrong = Buffer.alloc(32, 8).toString('base64');
+    assertOneLineError(await runMembrane(['tenant', 'create', '--data-dir', dir], { MEMBRANE_MASTER_KEY: wrong }), 1, /master key does not match the store/);
+  });
+
+  test('a malformed MEMBRANE_MASTER_KEY is refused', async () => {
+    for (const bad of ['short', Buffer.alloc(31).toString('base64'), Buffer.alloc(33).toString('base64'), Buffer.alloc(32).toString('hex')]) {
+      assertOneLineError(await runMembrane(['init', '--data-dir', await dataDir()], { MEMBRANE_MASTER_KEY: bad }), 1, /MEMBRANE_MASTER_KEY must be base64 of 32 bytes/);
+    }
+  });
+
+  test('a key file readable by others is refused', async () => {
+    const dir = await dataDir();
+    assert.equal((await runMembrane(['init', '--data-dir', dir])).code, 0);
+    await chmod(join(dir, 'master.key'), 0o644);
+    assertOneLineError(await runMembrane(['tenant', 'create', '--data-dir', dir]), 1, /master\.key is readable by others \(mode 644\); run chmod 600/);
+  });
+
+  test('a store opened with a different key file is refused', async () => {
+    const dir = await dataDir();
+    assert.equal((await runMembrane(['init', '--data-dir', dir])).code, 0);
+    await writeFile(join(dir, 'master.key'), `${Buffer.alloc(32, 1).toString('base64')}\n`, { mode: 0o600 });
+    assertOneLineError(await runMembrane(['tenant', 'create', '--data-dir', dir]), 1, /master key does not match/);
+  });
+});
+
+describe('membrane tenant create', () => {
+  test('needs an existing store', async () => {
+    const dir = await dataDir();
+    assertOneLineError(await runMembrane(['tenant', 'create', '--data-dir', join(dir, 'nothing')]), 1, /no Membrane store in .*nothing \(create one with `membrane init/);
+  });
+
+  test('adds a tenant while a server runs on the same store, and the server honours it at once', async () => {
+    const dir = await dataDir();
+    const server = await serve(['--port', '0', '--data-dir', dir]);
+    const result = await runMembrane(['tenant', 'create', '--data-dir', dir, '--json']);
+    assert.equal(result.code, 0, result.stderr);
+    const roots = JSON.parse(result.stdout);
+    const control = new ControlPlane(server.url);
+    const m = await control.createMembrane(roots.create, 'from-cli-tenant');
+    assert.match(m.export, URI);
+    assert.equal((await call(server.url, roots.query)).json.membranes[0].id, 'from-cli-tenant');
+    // The bootstrap tenant is a different tenant.
+    const bootstrap = bannerRoots(server.stdout())!;
+    assert.deepEqual((await call(server.url, bootstrap.query)).json.membranes, []);
+  });
+});
+
+describe('membrane serve', () => {
+  test('prints the bootstrap tenant’s root capabilities on the first start only', async () => {
+    const dir = await dataDir();
+    const first = await serve(['--port', '0', '--data-dir', dir]);
+    const roots = bannerRoots(first.stdout());
+    assert.ok(roots);
+    assert.ok(roots.create.startsWith(`cpblty://localhost:${new URL(first.url).port}/#`));
+    assert.equal((await call(first.url, roots.query)).status, 200);
+    first.child.kill('SIGTERM');
+    assert.deepEqual(await first.exited, [0, null]);
+    const second = await serve(['--port', '0', '--data-dir', dir]);
+    assert.equal(bannerRoots(second.stdout()), undefined);
+    assert.ok(!second.stdout().includes('CPBLTY1-'));
+    assert.equal((await call(second.url, roots.query)).status, 200);
+  });
+
+  test('an initialized store is not bootstrapped again', async () => {
+    const dir = await dataDir();
+    await runMembrane(['init', '--data-dir', dir]);
+    const server = await serve(['--port', '0', '--data-dir', dir]);
+    assert.ok(!server.stdout().includes('CPBLTY1-'));
+  });
+
+  test('log lines never contain a token', async () => {
+    const dir = await dataDir();
+    const server = await serve(['--port', '0', '--data-dir', dir], { MEMBRANE_LOG_LEVEL: 'trace', MEMBRANE_ALLOW_TARGETS: '127.0.0.0/8' });
+    const target = await startTarget();
+    cleanup.push(() => target.close());
+    const roots = bannerRoots(server.stdout())!;
+    const control = new ControlPlane(server.url);
+    const m = await control.createMembrane(roots.create, 'logged');
+    const capability = await control.export(m.export, { uri: `${target.url}/x`, headers: { 'X-Secret': 'header-secret-value' } });
+    await control.statusOf(capability);
+    await call(server.url, undefined, { headers: { authorization: `Bearer ${tokenOf(capability)}x` } });
+    await control.revoke(m.revoke);
+    server.child.kill('SIGTERM');
+    await server.exited;
+    const logs = server.stdout().slice(server.stdout().indexOf('{"level"'));
+    assert.ok(logLines(logs).some((line) => line.msg === 'request' && line.kind === 'exported'));
+    assert.ok(!logs.includes('CPBLTY1-'));
+    assert.ok(!logs.includes('header-secret-value'));
+    assert.ok(!server.stderr().includes('CPBLTY1-'));
+  });
+
+  test('flags and environment variables: host, port, authority, data dir; flags win', async () => {
+    const dir = await dataDir();
+    const server = await serve(['--port', '0', '--authority', 'flag.example:1234'], {
+      MEMBRANE_DATA_DIR: dir,
+      MEMBRANE_HOST: '127.0.0.1',
+      MEMBRANE_PORT: '1',
+      MEMBRANE_AUTHORITY: 'env.example',
+    });
+    assert.match(server.url, /^http:\/\/127\.0\.0\.1:\d+$/);
+    assert.notEqual(new URL(server.url).port, '1');
+    assert.ok(bannerRoots(server.stdout())!.create.startsWith('cpblty://flag.example:1234/#'));
+    await stat(join(dir, 'membrane.db'));
+  });
+
+  test('bad settings exit 1 (2 for usage) with one line naming the flag or variable', async () => {
+    const dir = await dataDir();
+    const cases: [string[], NodeJS.ProcessEnv, number, RegExp][] = [
+      [['--port', '70000'], {}, 1, /--port must be at most 65535/],
+      [['--port', 'eighty'], {}, 1, /--port must be an integer/],
+      [[], { MEMBRANE_PORT: '-1' }, 1, /MEMBRANE_PORT must be at least 0/],
+      [['--log-level', 'loud'], {}, 1, /--log-level must be one of/],
+      [['--allow-targets', '10.0.0.0/33'], {}, 1, /--allow-targets: "10\.0\.0\.0\/33" is not a valid CIDR/],
+      [[], { MEMBRANE_ALLOW_TARGETS: 'exa mple' }, 1, /MEMBRANE_ALLOW_TARGETS: "exa mple" is neither a CIDR nor a host name/],
+      [['--tls-cert', '/nonexistent.pem'], {}, 1, /--tls-cert and --tls-key .* must be given together/],
+      [['--tls-cert', '/nonexistent.pem', '--tls-key', '/nonexistent.key'], {}, 1, /--tls-cert: cannot read \/nonexistent\.pem \(ENOENT\)/],
+      [['--frob'], {}, 2, /Unknown option '--frob'/],
+      [['--port'], {}, 2, /argument missing/],
+    ];
+    for (const [args, env, code, message] of cases) {
+      assertOneLineError(await runMembrane(['serve', '--data-dir', dir, ...args], env), code, message);
+    }
+  });
+
+  test('MEMBRANE_ALLOW_TARGETS with CIDRs and host names is accepted', async () => {
+    const server = await serve(['--port', '0', '--data-dir', await dataDir()], {
+      MEMBRANE_ALLOW_TARGETS: '127.0.0.0/8, ::1/128,10.1.2.3, internal.example.com',
+    });
+    assert.equal((await call(server.url, undefined, { path: '/healthz' })).status, 200);
+  });
+
+  test('a port in use is a one-line error', async () => {
+    const dir = await dataDir();
+    const server = await serve(['--port', '0', '--data-dir', dir]);
+    const result = await runMembrane(['serve', '--data-dir', dir, '--port', new URL(server.url).port]);
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /^membrane: listen EADDRINUSE/);
+  });
+
+  test('--tls-cert and --tls-key serve HTTPS', async () => {
+    const pki = await createPki();
+    const server = await serve(['--port', '0', '--data-dir', await dataDir(), '--tls-cert', pki.serverCertPath, '--tls-key', pki.serverKeyPath]);
+    assert.match(server.url, /^https:\/\//);
+    const agent = new Agent({ connect: { ca: pki.caCert } });
+    cleanup.push(() => agent.close());
+    const roots = bannerRoots(server.stdout())!;
+    const response = await request(server.url, { dispatcher: agent, headers: { authorization: `Bearer ${tokenOf(roots.query)}` } });
+    assert.equal(response.statusCode, 200);
+    assert.deepEqual(await response.body.json(), { membranes: [], completed: true });
+  });
+
+  test('SIGTERM lets in-flight requests finish, refuses new ones, and exits 0', async () => {
+    let release!: () => void;
+    const released = new Promise<void>((resolve) => (release = resolve));
+    let arrived!: () => void;
+    const hasArrived = new Promise<void>((resolve) => (arrived = resolve));
+    const slow = await startTarget({
+      respond: (_req, res) => {
+        arrived();
+        void released.then(() => res.end('finished'));
+      },
+    });
+    cleanup.push(() => slow.close());
+    const server = await serve(['--port', '0', '--data-dir', await dataDir()], { MEMBRANE_ALLOW_TARGETS: '127.0.0.0/8' });
+    const roots = bannerRoots(server.stdout())!;
+    const control = new ControlPlane(server.url);
+    const m = await control.createMembrane(roots.create, 'drain');
+    const capability = await control.export(m.export, { uri: `${slow.url}/slow` });
+    const inFlight = call(server.url, capability);
+    await hasArrived;
+    server.child.kill('SIGTERM');
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await assert.rejects(call(server.url, undefined, { path: '/healthz', headers: { connection: 'close' } }));
+    release();
+    const result = await inFlight;
+    assert.equal(result.status, 200);
+    assert.equal(result.text, 'finished');
+    assert.deepEqual(await server.exited, [0, null]);
+    assert.ok(logLines(server.stdout()).some((line) => line.msg === 'stopped'));
+  });
+});
+
+describe('npm start', () => {
+  test('builds, serves on the configured store and prints the root capabilities once', async () => {
+    const dir = await dataDir();
+    const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+    const server = await startServerProcess([], { MEMBRANE_DATA_DIR: dir, MEMBRANE_PORT: '0' }, { file: npm, args: ['start', '--silent'] });
+    cleanup.push(() => void server.child.kill('SIGKILL'));
+    const roots = bannerRoots(server.stdout())!;
+    assert.ok(roots);
+    assert.equal((await call(server.url, roots.query)).status, 200);
+    // npm forwards SIGTERM to the server, which drains and stops; npm then
+    // ends itself with the same signal.
+    server.child.kill('SIGTERM');
+    const [code, signal] = await server.exited;
+    assert.ok(code === 0 || signal === 'SIGTERM', `npm ended with ${code} ${signal}`);
+    assert.ok(logLines(server.stdout()).some((line) => line.msg === 'stopped'), server.stdout());
+  });
+});
+
+describe('bin/membrane without a build', () => {
+  test('says how to build', async () => {
+    // Run a copy of bin/membrane from a directory that has no dist/.
+    const dir = await dataDir();
+    const source = await readFile(join(REPO_ROOT, 'bin', 'membrane'), 'utf8');
+    await writeFile(join(dir, 'membrane.mjs'), source);
+    const child = spawn(process.execPath, [join(dir, 'membrane.mjs'), '--help'], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (chunk) => (stderr += chunk));
+    const [code] = await once(child, 'close');
+    assert.equal(code, 1);
+    assert.match(stderr, /not built yet; run `npm install`/);
+  });
+});

@@ -1,0 +1,463 @@
+/**
+ * Invoking exported capabilities: method, header and query rules, bodies,
+ * target failures, TLS toward targets, connection pooling.
+ */
+import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import { Readable } from 'node:stream';
+import { after, before, describe, test } from 'node:test';
+import { request } from 'undici';
+import { call, tokenOf } from './helpers/client.js';
+import { startTestMembrane, type TestMembrane } from './helpers/membrane.js';
+import { createPki, type Pki } from './helpers/pki.js';
+import { startTarget, unusedPort, type TestTarget } from './helpers/target.js';
+
+let membrane: TestMembrane;
+let target: TestTarget;
+let exportCap: string;
+
+before(async () => {
+  membrane = await startTestMembrane({ targetTimeoutMs: 3_000 });
+  target = await startTarget();
+  exportCap = (await membrane.control.createMembrane(membrane.roots.create, 'invoker')).export;
+});
+after(async () => {
+  await membrane.stop();
+  await target.close();
+});
+
+const exportConfig = (config: Record<string, unknown>): Promise<string> => membrane.control.export(exportCap, config);
+
+/** Header pairs as the target received them, names lower-cased. */
+function receivedPairs(rawHeaders: string[]): [string, string][] {
+  const pairs: [string, string][] = [];
+  for (let i = 0; i < rawHeaders.length; i += 2) pairs.push([rawHeaders[i]!.toLowerCase(), rawHeaders[i + 1]!]);
+  return pairs;
+}
+
+/** Sends a raw HTTP/1.1 request and returns the raw response. */
+async function rawRequest(port: number, head: string, body = ''): Promise<string> {
+  const socket = connect(port, '127.0.0.1');
+  socket.write(head + body);
+  let response = '';
+  socket.on('data', (chunk) => (response += chunk));
+  await new Promise((resolve) => socket.on('close', resolve));
+  return response;
+}
+
+describe('method', () => {
+  test('the requester’s method is used when the config fixes none', async () => {
+    const capability = await exportConfig({ uri: `${target.url}/m` });
+    for (const method of ['GET', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']) {
+      const result = await call(membrane.url, capability, { method });
+      assert.equal(result.json.method, method);
+    }
+  });
+
+  test('the config’s method overrides the requester’s', async () => {
+    const capability = await exportConfig({ uri: `${target.url}/m`, method: 'PUT' });
+    for (const method of ['GET', 'POST', 'DELETE']) {
+      assert.equal((await call(membrane.url, capability, { method })).json.method, 'PUT');
+    }
+  });
+
+  test('HEAD passes through without a body', async () => {
+    const capability = await exportConfig({ uri: `${target.url}/head` });
+    const result = await call(membrane.url, capability, { method: 'HEAD' });
+    assert.equal(result.status, 200);
+    assert.equal(result.text, '');
+    assert.equal(target.requests.at(-1)!.method, 'HEAD');
+  });
+});
+
+describe('HEAD on one side only', () => {
+  test('a capability fixed to HEAD answers a GET with headers and an empty body, and the connection survives', async () => {
+    const sized = await startTarget({
+      respond: (req, res) => {
+        res.writeHead(200, { 'content-length': '1000', 'x-method': req.method! });
+        res.end(req.method === 'HEAD' ? undefined : Buffer.alloc(1000));
+      },
+    });
+    try {
+      const capability = await exportConfig({ uri: `${sized.url}/head`, method: 'HEAD' });
+      for (let i = 0; i < 3; i++) {
+        const result = await call(membrane.url, capability, { method: 'GET' });
+        assert.equal(result.status, 200);
+        assert.equal(result.headers['x-method'], 'HEAD');
+        assert.equal(result.text, '');
+      }
+      const toGet = await exportConfig({ uri: `${sized.url}/get`, method: 'GET' });
+      const head = await call(membrane.url, toGet, { method: 'HEAD' });
+      assert.equal(head.status, 200);
+      assert.equal(head.headers['content-length'], '1000');
+      assert.equal(head.text, '');
+      assert.equal((await call(membrane.url, toGet)).text.length, 1000);
+    } finally {
+      await sized.close();
+    }
+  });
+});
+
+describe('headers toward the target', () => {
+  test('hop-by-hop, Connection-named, Authorization, Host and Expect headers never reach the target', async () => {
+    const capability = await exportConfig({ uri: `${target.url}/h` });
+    const response = await rawRequest(
+      membrane.port,
+      'POST /whatever HTTP/1.1\r\n' +
+        'Host: membrane.example\r\n' +
+        `Authorization: Bearer ${tokenOf(capability)}\r\n` +
+        'Connection: X-Drop-Me, x-drop-too\r\n' +
+        'Connection: close\r\n' +
+        'X-Drop-Me: 1\r\n' +
+        'X-Drop-Too: 2\r\n' +
+        'Keep-Alive: timeout=5\r\n' +
+        'Proxy-Authorization: Basic eDp5\r\n' +
+        'Proxy-Connection: keep-alive\r\n' +
+        'TE: trailers\r\n' +
+        'Trailer: X-T\r\n' +
+        'Upgrade: websocket\r\n' +
+        'X-Keep: kept\r\n' +
+        'x-repeated: one\r\n' +
+        'X-Repeated: two\r\n' +
+        'Content-Length: 5\r\n\r\n',
+      'hello',
+    );
+    assert.match(response, /^HTTP\/1\.1 200 /);
+    const received = target.requests.at(-1)!;
+    const names = receivedPairs(received.rawHeaders).map(([name]) => name);
+    for (const dropped of ['x-drop-me', 'x-drop-too', 'keep-alive', 'proxy-authorization', 'proxy-connection', 'te', 'trailer', 'upgrade', 'authorization']) {
+      assert.ok(!names.includes(dropped), `${dropped} reached the target: ${names}`);
+    }
+    assert.equal(received.headers.host, `127.0.0.1:${target.port}`);
+    assert.equal(received.headers['x-keep'], 'kept');
+    assert.deepEqual(
+      receivedPairs(received.rawHeaders).filter(([name]) => name === 'x-repeated').map(([, value]) => value),
+      ['one', 'two'],
+    );
+    assert.equal(received.body.toString(), 'hello');
+  });
+
+  test('Expect: 100-continue is answered by Membrane and not forwarded', async () => {
+    const capability = await exportConfig({ uri: `${target.url}/expect` });
+    const response = await rawRequest(
+      membrane.port,
+      `PUT / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokenOf(capability)}\r\nExpect: 100-continue\r\nContent-Length: 3\r\nConnection: close\r\n\r\n`,
+      'abc',
+    );
+    assert.match(response, /HTTP\/1\.1 200 /);
+    const received = target.requests.at(-1)!;
+    assert.equal(received.headers.expect, undefined);
+    assert.equal(received.body.toString(), 'abc');
+  });
+
+  test('config headers are added and win over the requester’s, whatever the case', async () => {
+    const capability = await exportConfig({
+      uri: `${target.url}/h`,
+      headers: { 'X-Api-Key': 'from-config', Authorization: 'Bearer upstream-secret', 'x-multi': 'config' },
+    });
+    const result = await call(membrane.url, capability, {
+      headers: { 'x-api-key': 'from-requester', 'X-MULTI': ['a', 'b'], 'x-other': 'requester' },
+    });
+    const pairs = receivedPairs(result.json.rawHeaders);
+    assert.deepEqual(pairs.filter(([name]) => name === 'x-api-key'), [['x-api-key', 'from-config']]);
+    assert.deepEqual(pairs.filter(([name]) => name === 'x-multi'), [['x-multi', 'config']]);
+    assert.deepEqual(pairs.filter(([name]) => name === 'authorization'), [['authorization', 'Bearer upstream-secret']]);
+    assert.deepEqual(pairs.filter(([name]) => name === 'x-other'), [['x-other', 'requester']]);
+  });
+});
+
+describe('query', () => {
+  test('without allowQuery the requester’s query string is dropped', async () => {
+    const plain = await exportConfig({ uri: `${target.url}/q` });
+    const fixed = await exportConfig({ uri: `${target.url}/q?fixed=1` });
+    assert.equal((await call(membrane.url, plain, { path: '/x?secret=1' })).json.url, '/q');
+    assert.equal((await call(membrane.url, fixed, { path: '/x?secret=1' })).json.url, '/q?fixed=1');
+  });
+
+  test('with allowQuery it is appended, with & when the uri has a query', async () => {
+    const plain = await exportConfig({ uri: `${target.url}/q`, allowQuery: true });
+    const fixed = await exportConfig({ uri: `${target.url}/q?fixed=1`, allowQuery: true });
+    assert.equal((await call(membrane.url, plain, { path: '/x?a=1&b=%20&a=2&c' })).json.url, '/q?a=1&b=%20&a=2&c');
+    assert.equal((await call(membrane.url, fixed, { path: '/x?a=1' })).json.url, '/q?fixed=1&a=1');
+    assert.equal((await call(membrane.url, fixed, { path: '/x' })).json.url, '/q?fixed=1');
+    assert.equal((await call(membrane.url, fixed, { path: '/x?' })).json.url, '/q?fixed=1');
+    assert.equal((await call(membrane.url, plain, { path: '/x' })).json.url, '/q');
+  });
+
+  test('the requester’s path never reaches the target', async () => {
+    const capability = await exportConfig({ uri: `${target.url}/only/this`, allowQuery: true });
+    assert.equal((await call(membrane.url, capability, { path: '/../../etc/passwd?x=1' })).json.url, '/only/this?x=1');
+  });
+});
+
+describe('responses', () => {
+  test('status, headers (minus hop-by-hop) and body come back as the target sent them', async () => {
+    const custom = await startTarget({
+      respond: (_req, res) => {
+        res.writeHead(418, [
+          'X-Custom', 'yes',
+          'Set-Cookie', 'a=1',
+          'Set-Cookie', 'b=2',
+          'Connection', 'X-Secret-Hop',
+          'X-Secret-Hop', 'no',
+          'Keep-Alive', 'timeout=1',
+          'Proxy-Authenticate', 'Basic',
+          'Content-Type', 'text/plain',
+        ]);
+        res.end('short and stout');
+      },
+    });
+    try {
+      const capability = await exportConfig({ uri: `${custom.url}/teapot` });
+      const result = await call(membrane.url, capability);
+      assert.equal(result.status, 418);
+      assert.equal(result.text, 'short and stout');
+      assert.equal(result.headers['x-custom'], 'yes');
+      assert.deepEqual(result.headers['set-cookie'], ['a=1', 'b=2']);
+      assert.equal(result.headers['x-secret-hop'], undefined);
+      assert.equal(result.headers['proxy-authenticate'], undefined);
+      assert.notEqual(result.headers['keep-alive'], 'timeout=1');
+    } finally {
+      await custom.close();
+    }
+  });
+
+  test('redirects are passed back, not followed', async () => {
+    const redirecting = await startTarget({
+      respond: (_req, res) => {
+        res.writeHead(302, { location: 'http://169.254.169.254/latest/meta-data/' });
+        res.end();
+      },
+    });
+    try {
+      const capability = await exportConfig({ uri: `${redirecting.url}/r` });
+      const result = await call(membrane.url, capability);
+      assert.equal(result.status, 302);
+      assert.equal(result.headers.location, 'http://169.254.169.254/latest/meta-data/');
+      assert.equal(redirecting.requests.length, 1);
+    } finally {
+      await redirecting.close();
+    }
+  });
+});
+
+describe('bodies', () => {
+  test('a 20 MB chunked request body arrives intact', async () => {
+    const capability = await exportConfig({ uri: `${target.url}/upload` });
+    const hash = createHash('sha256');
+    let sent = 0;
+    const total = 20 * 1024 * 1024;
+    const body = new Readable({
+      read() {
+        if (sent >= total) return this.push(null);
+        const chunk = randomBytes(Math.min(256 * 1024, total - sent));
+        sent += chunk.length;
+        hash.update(chunk);
+        this.push(chunk);
+      },
+    });
+    const response = await request(membrane.url, {
+      method: 'PUT',
+      headers: { authorization: `Bearer ${tokenOf(capability)}` },
+      body,
+    });
+    const echo = (await response.body.json()) as { bodyLength: number; bodySha256: string };
+    assert.equal(echo.bodyLength, total);
+    assert.equal(echo.bodySha256, hash.digest('hex'));
+  });
+
+  test('a binary request body with Content-Length arrives intact', async () => {
+    const capability = await exportConfig({ uri: `${target.url}/upload` });
+    const payload = randomBytes(100_000);
+    const result = await call(membrane.url, capability, { method: 'POST', body: payload });
+    assert.equal(result.json.bodyLength, payload.length);
+    assert.equal(result.json.bodySha256, createHash('sha256').update(payload).digest('hex'));
+  });
+
+  test('a large response arrives intact', async () => {
+    const payload = randomBytes(8 * 1024 * 1024);
+    const big = await startTarget({ respond: (_req, res) => res.end(payload) });
+    try {
+      const capability = await exportConfig({ uri: `${big.url}/big` });
+      const response = await request(membrane.url, { headers: { authorization: `Bearer ${tokenOf(capability)}` } });
+      const received = Buffer.from(await response.body.arrayBuffer());
+      assert.ok(received.equals(payload));
+    } finally {
+      await big.close();
+    }
+  });
+});
+
+describe('target failures', () => {
+  function assertNoLeak(text: string, port: number): void {
+    assert.ok(!text.includes('127.0.0.1'), text);
+    assert.ok(!text.includes(String(port)), text);
+    assert.ok(!/\bat \w|Error:|ECONN|UND_ERR/.test(text), text);
+  }
+
+  test('refused connection: 502 without addresses', async () => {
+    const port = await unusedPort();
+    const capability = await exportConfig({ uri: `http://127.0.0.1:${port}/nothing` });
+    const result = await call(membrane.url, capability);
+    assert.equal(result.status, 502);
+    assert.deepEqual(result.json, { error: 'Bad Gateway', message: 'the target refused the connection' });
+    assertNoLeak(result.text, port);
+  });
+
+  test('unresolvable host: 502', async () => {
+    const capability = await exportConfig({ uri: 'http://no-such-host.invalid/x' });
+    const result = await call(membrane.url, capability);
+    assert.equal(result.status, 502);
+    assert.equal(result.json.error, 'Bad Gateway');
+    assert.ok(!result.text.includes('no-such-host'));
+  });
+
+  test('reset before answering: 502', async () => {
+    const { result, port } = await invokeMisbehaving((socket) => socket.once('data', () => socket.resetAndDestroy()));
+    assert.equal(result.status, 502);
+    assertNoLeak(result.text, port);
+  });
+
+  test('garbage instead of HTTP: 502', async () => {
+    const { result, port } = await invokeMisbehaving((socket) => socket.once('data', () => socket.end('SSH-2.0-OpenSSH\r\n\r\n')));
+    assert.equal(result.status, 502);
+    assertNoLeak(result.text, port);
+  });
+
+  test('silent target: 504 after the config’s timeoutMs', async () => {
+    const { result, port } = await invokeMisbehaving(() => undefined, { timeoutMs: 200 });
+    assert.equal(result.status, 504);
+    assert.deepEqual(result.json, { error: 'Gateway Timeout', message: 'the target did not answer in time' });
+    assertNoLeak(result.text, port);
+  });
+
+  test('a timeoutMs above the server’s own is capped by it (3 s here)', async () => {
+    const { result } = await invokeMisbehaving(() => undefined, { timeoutMs: 3_600_000 });
+    assert.equal(result.status, 504);
+  });
+
+  test('a target that dies mid-body cuts the stream to the requester', async () => {
+    const server = await rawServer((socket) =>
+      socket.once('data', () => {
+        socket.write('HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\npartial');
+        setTimeout(() => socket.destroy(), 50);
+      }),
+    );
+    const capability = await exportConfig({ uri: `http://127.0.0.1:${server.port}/cut` });
+    const response = await request(membrane.url, { headers: { authorization: `Bearer ${tokenOf(capability)}` } });
+    assert.equal(response.statusCode, 200);
+    await assert.rejects(response.body.text());
+    server.close();
+    assert.equal((await call(membrane.url, undefined, { path: '/healthz' })).status, 200);
+  });
+
+  test('a config with an hmac scheme answers 501 until that scheme is available', async () => {
+    const capability = await exportConfig({
+      uri: `${target.url}/signed`,
+      hmac: { 'cap1-hmac-sha512': { key: 'bXlTZWNyZXQ', keyId: 'k' } },
+    });
+    const before = target.requests.length;
+    const result = await call(membrane.url, capability, { method: 'POST', body: 'x' });
+    assert.equal(result.status, 501);
+    assert.equal(result.json.error, 'Not Implemented');
+    assert.match(result.json.message, /cap1-hmac-sha512/);
+    assert.equal(target.requests.length, before);
+  });
+});
+
+describe('connections to targets', () => {
+  test('are pooled and kept alive', async () => {
+    const pooled = await startTarget();
+    try {
+      const capability = await exportConfig({ uri: `${pooled.url}/pool` });
+      for (let i = 0; i < 30; i++) assert.equal(await membrane.control.statusOf(capability), 200);
+      assert.equal(pooled.connections, 1);
+    } finally {
+      await pooled.close();
+    }
+  });
+});
+
+describe('TLS toward targets', () => {
+  let pki: Pki;
+  let tlsTarget: TestTarget;
+  let mtlsTarget: TestTarget;
+
+  before(async () => {
+    pki = await createPki();
+    tlsTarget = await startTarget({ tls: { cert: pki.serverCert, key: pki.serverKey } });
+    mtlsTarget = await startTarget({
+      tls: { cert: pki.serverCert, key: pki.serverKey, ca: pki.caCert, requestCert: true, rejectUnauthorized: true },
+    });
+  });
+  after(async () => {
+    await tlsTarget.close();
+    await mtlsTarget.close();
+  });
+
+  test('an untrusted certificate is a 502', async () => {
+    const capability = await exportConfig({ uri: `${tlsTarget.url}/tls` });
+    const result = await call(membrane.url, capability);
+    assert.equal(result.status, 502);
+    assert.deepEqual(result.json, { error: 'Bad Gateway', message: 'the TLS handshake with the target failed' });
+  });
+
+  test('tls.ca replaces the trust store', async () => {
+    const capability = await exportConfig({ uri: `${tlsTarget.url}/tls`, tls: { ca: pki.caCert } });
+    assert.equal((await call(membrane.url, capability)).status, 200);
+  });
+
+  test('tls.rejectUnauthorized false accepts an untrusted certificate', async () => {
+    const capability = await exportConfig({ uri: `${tlsTarget.url}/tls`, tls: { rejectUnauthorized: false } });
+    assert.equal((await call(membrane.url, capability)).status, 200);
+  });
+
+  test('tls.cert and tls.key present a client certificate', async () => {
+    const without = await exportConfig({ uri: `${mtlsTarget.url}/mtls`, tls: { ca: pki.caCert } });
+    assert.equal((await call(membrane.url, without)).status, 502);
+    const withCert = await exportConfig({
+      uri: `${mtlsTarget.url}/mtls`,
+      tls: { ca: pki.caCert, cert: pki.clientCert, key: pki.clientKey },
+    });
+    assert.equal((await call(membrane.url, withCert)).status, 200);
+    assert.equal(mtlsTarget.requests.at(-1)!.clientCertificate, 'membrane-test-client');
+  });
+});
+
+interface RawServer {
+  port: number;
+  /** Closes the server and every connection it accepted. */
+  close(): void;
+}
+
+/** A TCP server that speaks whatever `onConnection` makes it speak. */
+async function rawServer(onConnection: (socket: Socket) => void): Promise<RawServer> {
+  const sockets = new Set<Socket>();
+  const server: Server = createServer((socket) => {
+    sockets.add(socket);
+    onConnection(socket);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  return {
+    port: (server.address() as { port: number }).port,
+    close: () => {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    },
+  };
+}
+
+/** Invokes a new capability for a misbehaving raw target once. */
+async function invokeMisbehaving(
+  onConnection: (socket: Socket) => void,
+  config: Record<string, unknown> = {},
+): Promise<{ result: Awaited<ReturnType<typeof call>>; port: number }> {
+  const server = await rawServer(onConnection);
+  try {
+    const capability = await exportConfig({ uri: `http://127.0.0.1:${server.port}/misbehaving`, ...config });
+    return { result: await call(membrane.url, capability), port: server.port };
+  } finally {
+    server.close();
+  }
+}
