@@ -5,7 +5,7 @@
 import { createServer } from 'node:http';
 
 const port = Number(process.argv[2] ?? process.env.PORT ?? 9000);
-createServer((req, res) => {
+const server = createServer((req, res) => {
   const chunks = [];
   req.on('data', (chunk) => chunks.push(chunk));
   req.on('end', () => {
@@ -17,4 +17,5 @@ createServer((req, res) => {
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(`${body}\n`);
   });
-}).listen(port, '127.0.0.1', () => console.log(`echo target listening on http://127.0.0.1:${port}`));
+});
+server.listen(port, '127.0.0.1', () => console.log(`echo target listening on http://127.0.0.1:${server.address().port}`));
