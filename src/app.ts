@@ -65,7 +65,11 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
       ? { cert: readTlsFile(config.tlsCert, '--tls-cert'), key: readTlsFile(config.tlsKey, '--tls-key') }
       : undefined;
   const { store, key } = await openStore(config.dataDir, config.masterKey, { create: true });
-  const proxy = new Proxy({ targetTimeoutMs: config.targetTimeoutMs, connectTimeoutMs: config.connectTimeoutMs });
+  const proxy = new Proxy({
+    targetTimeoutMs: config.targetTimeoutMs,
+    connectTimeoutMs: config.connectTimeoutMs,
+    signedBodyLimit: config.signedBodyLimit,
+  });
   let server: Server;
   try {
     server = tls === undefined ? createHttpServer() : createHttpsServer(tls);

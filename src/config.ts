@@ -23,6 +23,7 @@ export interface ServeConfig {
   connectTimeoutMs: number;
   cacheSize: number;
   controlBodyLimit: number;
+  signedBodyLimit: number;
   drainTimeoutMs: number;
   logLevel: LogLevel;
   /** MEMBRANE_MASTER_KEY (environment only: a key never belongs on a command line). */
@@ -64,6 +65,7 @@ export const SERVE_OPTIONS = {
   connectTimeoutMs: { flag: 'connect-timeout-ms', env: 'MEMBRANE_CONNECT_TIMEOUT_MS', kind: 'integer', schema: INTEGER(1, 2_147_483_647), default: 10_000, help: 'timeout for connecting to a target' },
   cacheSize: { flag: 'cache-size', env: 'MEMBRANE_CACHE_SIZE', kind: 'integer', schema: INTEGER(1, 100_000_000), default: 100_000, help: 'resolved capabilities kept in memory' },
   controlBodyLimit: { flag: 'control-body-limit', env: 'MEMBRANE_CONTROL_BODY_LIMIT', kind: 'integer', schema: INTEGER(1024, 16_777_216), default: 65_536, help: 'largest control-plane request body, bytes' },
+  signedBodyLimit: { flag: 'signed-body-limit', env: 'MEMBRANE_SIGNED_BODY_LIMIT', kind: 'integer', schema: INTEGER(0, 1_073_741_824), default: 6_291_456, help: 'largest request body a signature covers, bytes (it is buffered)' },
   drainTimeoutMs: { flag: 'drain-timeout-ms', env: 'MEMBRANE_DRAIN_TIMEOUT_MS', kind: 'integer', schema: INTEGER(0, 2_147_483_647), default: 30_000, help: 'on SIGTERM, how long in-flight requests may finish' },
   logLevel: { flag: 'log-level', env: 'MEMBRANE_LOG_LEVEL', kind: 'string', schema: { type: 'string', enum: LOG_LEVELS, description: `one of ${LOG_LEVELS.join(', ')}` }, default: 'info', help: 'log level' },
 } satisfies Record<string, OptionSpec>;

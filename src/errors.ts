@@ -54,12 +54,6 @@ export class PayloadTooLargeError extends MembraneError {
   readonly code = 'MEMBRANE_PAYLOAD_TOO_LARGE';
 }
 
-export class NotImplementedError extends MembraneError {
-  readonly status = 501;
-  readonly reason = 'Not Implemented';
-  readonly code = 'MEMBRANE_NOT_IMPLEMENTED';
-}
-
 export class BadGatewayError extends MembraneError {
   readonly status = 502;
   readonly reason = 'Bad Gateway';

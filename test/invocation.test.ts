@@ -351,19 +351,6 @@ describe('target failures', () => {
     server.close();
     assert.equal((await call(membrane.url, undefined, { path: '/healthz' })).status, 200);
   });
-
-  test('a config with an hmac scheme answers 501 until that scheme is available', async () => {
-    const capability = await exportConfig({
-      uri: `${target.url}/signed`,
-      hmac: { 'cap1-hmac-sha512': { key: 'bXlTZWNyZXQ', keyId: 'k' } },
-    });
-    const before = target.requests.length;
-    const result = await call(membrane.url, capability, { method: 'POST', body: 'x' });
-    assert.equal(result.status, 501);
-    assert.equal(result.json.error, 'Not Implemented');
-    assert.match(result.json.message, /cap1-hmac-sha512/);
-    assert.equal(target.requests.length, before);
-  });
 });
 
 describe('connections to targets', () => {

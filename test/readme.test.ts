@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { promisify } from 'node:util';
 import { bannerRoots, cleanEnv, REPO_ROOT, startServerProcess, type ServerProcess } from './helpers/child.js';
+import { startAwsOracleTarget } from './helpers/aws-oracle.js';
 import { tempDir } from './helpers/membrane.js';
 
 const cleanup: (() => unknown)[] = [];
@@ -51,11 +52,19 @@ test('the README walkthrough works as written', async () => {
     echo.on('exit', () => reject(new Error('echo target exited')));
   });
 
-  let script = block(readme, 'roots') + block(readme, 'script');
+  // The Lambda walkthrough's function URL is served by a target that checks
+  // every signature with AWS's @smithy/signature-v4.
+  const aws = await startAwsOracleTarget({ AKIAIOSFODNN7EXAMPLE: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' });
+  cleanup.push(() => aws.close());
+  const lambdaOrigin = 'https://lambda.us-east-1.amazonaws.com';
+
+  let script = block(readme, 'roots') + block(readme, 'script') + block(readme, 'aws-keys') + block(readme, 'lambda');
   script = replaceLine(script, 'CREATE', roots.create);
   script = replaceLine(script, 'QUERY', roots.query);
   script = replaceLine(script, 'MEMBRANE', server.url);
   script = replaceLine(script, 'TARGET', targetUrl);
+  assert.ok(script.includes(lambdaOrigin));
+  script = script.replaceAll(lambdaOrigin, aws.url);
 
   const { stdout } = await promisify(execFile)('bash', ['-euo', 'pipefail', '-c', script], { cwd: REPO_ROOT, env: cleanEnv() });
 
@@ -70,7 +79,13 @@ test('the README walkthrough works as written', async () => {
   // Step 7: the uniform 401.
   assert.match(stdout, /"error": "Unauthorized"/);
   // Step 8: bob is gone.
-  assert.match(stdout, /\[\n  "alice",\n  "carol"\n\]\ntrue\n$/);
+  assert.match(stdout, /\[\n  "alice",\n  "carol"\n\]\ntrue\n/);
+  // Lambda: the signed invocation was accepted by the AWS signature check, then revoked.
+  const lambda = stdout.slice(stdout.indexOf('\ntrue\n') + 6).split('\n');
+  assert.match(lambda[0]!, /^cpblty:\/\/localhost:\d+\/#CPBLTY1-/);
+  assert.deepEqual(JSON.parse(lambda[1]!), { ok: true, url: '/2015-03-31/functions/partner-report/invocations', body: '{"week": 47}' });
+  assert.deepEqual(lambda.slice(2).join('\n'), '{\n  "statusCode": 202,\n  "message": "Accepted"\n}\n401\n');
+  assert.equal(aws.requests.length, 1);
   // The capability never reached the target, and no token was logged.
   assert.ok(!server.stdout().slice(server.stdout().indexOf('{"level"')).includes('CPBLTY1-'));
 });

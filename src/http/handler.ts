@@ -10,7 +10,8 @@ import type { Logger } from '../log.js';
 import type { Proxy } from '../proxy/proxy.js';
 import type { MembraneService } from '../service/membrane-service.js';
 import { isWellFormedToken } from '../token.js';
-import { readBody, readJson } from './body.js';
+import { readBody } from '../body.js';
+import { readJson } from './json-body.js';
 import { sendError, sendJson } from './respond.js';
 
 export interface HandlerContext {

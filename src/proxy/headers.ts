@@ -72,3 +72,24 @@ export function requestHasBody(req: IncomingMessage): boolean {
   const length = req.headers['content-length'];
   return req.headers['transfer-encoding'] !== undefined || (length !== undefined && length !== '0');
 }
+
+/**
+ * One field line per name: repeated headers merged into the first, values
+ * joined with `, ` (RFC 9110 §5.3). Signed requests are sent this way, so
+ * that what a verifier reads from its header map is exactly what was signed.
+ */
+export function mergeRepeatedHeaders(flat: readonly string[]): string[] {
+  const out: string[] = [];
+  const position = new Map<string, number>();
+  for (let i = 0; i < flat.length; i += 2) {
+    const lower = flat[i]!.toLowerCase();
+    const at = position.get(lower);
+    if (at === undefined) {
+      position.set(lower, out.length);
+      out.push(flat[i]!, flat[i + 1]!);
+    } else {
+      out[at + 1] += `, ${flat[i + 1]!}`;
+    }
+  }
+  return out;
+}

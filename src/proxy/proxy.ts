@@ -3,7 +3,10 @@
  *
  * Connections to targets are pooled and kept alive (one undici Agent for
  * default TLS settings, one per distinct `tls` config). Request and
- * response bodies stream with backpressure; nothing is buffered whole.
+ * response bodies stream with backpressure; the one exception is a request
+ * body that a signature covers, which is buffered (up to a limit) to hash it.
+ * A signed request goes out with one field line per header name and an
+ * explicit Host, exactly as its signer saw it.
  * Failures before the target answers become typed errors (502, 504) whose
  * messages name the kind of failure but never an address; a failure after
  * the answer has started cuts the stream to the requester.
@@ -12,15 +15,17 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { PassThrough } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { Agent, type Dispatcher } from 'undici';
-import { BadGatewayError, GatewayTimeoutError, MembraneError, NotImplementedError } from '../errors.js';
-import { schemeOf } from '../signing/signer.js';
-import { requestHasBody, requestHeadersToTarget, responseHeadersToClient } from './headers.js';
-import { targetPath, type Target } from './target.js';
+import { readBody } from '../body.js';
+import { BadGatewayError, GatewayTimeoutError, MembraneError } from '../errors.js';
+import { mergeRepeatedHeaders, requestHasBody, requestHeadersToTarget, responseHeadersToClient } from './headers.js';
+import { splitPath, targetPath, type Target } from './target.js';
 
 export interface ProxyOptions {
   /** Upper bound of a target's idle timeout (headers and between body chunks). */
   targetTimeoutMs: number;
   connectTimeoutMs: number;
+  /** Largest body of a request whose signature covers the body (it is buffered to be hashed). */
+  signedBodyLimit: number;
   /** Most distinct TLS configs with a live connection pool. */
   maxTlsPools?: number;
 }
@@ -51,23 +56,21 @@ export class Proxy {
    * MembraneError only while nothing has been written to `res`.
    */
   async forward(req: IncomingMessage, res: ServerResponse, target: Target): Promise<ForwardOutcome> {
-    if (target.hmac !== undefined) {
-      throw new NotImplementedError(`the ${schemeOf(target.hmac)} signature scheme is not available on this server yet`);
-    }
-    const headers = requestHeadersToTarget(req.rawHeaders, target.headerNames);
+    const method = target.method ?? req.method ?? 'GET';
+    const path = targetPath(target, req.url ?? '/');
+    let headers = requestHeadersToTarget(req.rawHeaders, target.headerNames);
     headers.push(...target.headers);
 
-    // The body goes through a PassThrough so that undici, which destroys its
-    // body stream on failure, never destroys the requester's socket: the
-    // requester must still get its 502.
-    let body: PassThrough | null = null;
-    if (requestHasBody(req)) {
-      const pass = new PassThrough();
-      req.on('error', (error) => pass.destroy(error));
-      req.on('aborted', () => pass.destroy(new Error('requester aborted')));
-      req.pipe(pass);
-      body = pass;
+    let body: Buffer | PassThrough | null = null;
+    if (target.signing !== undefined) {
+      const { scheme, signer } = target.signing;
+      headers = mergeRepeatedHeaders(headers);
+      const buffered = scheme.coversBody ? await readBody(req, this.#options.signedBodyLimit) : null;
+      const signature = signer.sign({ method, host: target.host, ...splitPath(path), headers, body: buffered }, new Date());
+      headers.push('host', target.host, ...signature);
+      body = buffered === null || buffered.length === 0 ? null : buffered;
     }
+    if (body === null && requestHasBody(req) && !req.complete) body = relay(req);
 
     const abort = new AbortController();
     const onClose = (): void => {
@@ -75,7 +78,6 @@ export class Proxy {
     };
     res.once('close', onClose);
 
-    const method = target.method ?? req.method ?? 'GET';
     // A HEAD answer describes a body it does not carry; relayed to a
     // requester that did not ask with HEAD, its Content-Length would be a lie.
     const dropLength = method === 'HEAD' && req.method !== 'HEAD';
@@ -86,7 +88,7 @@ export class Proxy {
       await this.#dispatcherFor(target).stream(
         {
           origin: target.origin,
-          path: targetPath(target, req.url ?? '/'),
+          path,
           method: method as Dispatcher.HttpMethod,
           headers,
           body,
@@ -138,6 +140,18 @@ export class Proxy {
       pipelining: 1,
     });
   }
+}
+
+/**
+ * The requester's body as a stream undici may destroy on failure without
+ * destroying the requester's socket, which must still carry the 502.
+ */
+function relay(req: IncomingMessage): PassThrough {
+  const pass = new PassThrough();
+  req.on('error', (error) => pass.destroy(error));
+  req.on('aborted', () => pass.destroy(new Error('requester aborted')));
+  req.pipe(pass);
+  return pass;
 }
 
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);

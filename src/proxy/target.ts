@@ -3,11 +3,14 @@
  * a capability is resolved, then reused for every invocation.
  */
 import { createHash } from 'node:crypto';
-import type { HmacConfig, TlsConfig, UriExportConfig } from '../service/export-config.js';
+import { schemeOf, type TlsConfig, type UriExportConfig } from '../service/export-config.js';
+import type { SignatureScheme, Signer } from '../signing/signer.js';
 
 export interface Target {
   /** `scheme://host:port` of the target. */
   origin: string;
+  /** The Host header sent to the target (port only when not the default). */
+  host: string;
   /** Path and query of the config's uri. */
   path: string;
   /** True when `path` already carries a query string. */
@@ -16,14 +19,15 @@ export interface Target {
   method: string | undefined;
   /** Config headers, flat [name, value, …]. */
   headers: readonly string[];
-  /** Lower-cased names of the config headers. */
+  /** Lower-cased names of the requester's headers that must not reach the target: the config's and the signer's. */
   headerNames: ReadonlySet<string>;
   allowQuery: boolean;
   timeoutMs: number | undefined;
   tls: TlsConfig | undefined;
   /** Identifies `tls` for sharing one connection pool among identical TLS settings. */
   tlsId: string | undefined;
-  hmac: HmacConfig | undefined;
+  /** The signature scheme and its signer, when the config names one. */
+  signing: { scheme: SignatureScheme<never>; signer: Signer } | undefined;
 }
 
 export function prepareTarget(config: UriExportConfig): Target {
@@ -34,8 +38,15 @@ export function prepareTarget(config: UriExportConfig): Target {
     headers.push(name, value);
     headerNames.add(name.toLowerCase());
   }
+  let signing: Target['signing'];
+  if (config.hmac !== undefined) {
+    const scheme = schemeOf(config.hmac);
+    for (const name of scheme.headerNames) headerNames.add(name);
+    signing = { scheme, signer: scheme.createSigner(config.hmac[scheme.name] as never) };
+  }
   return {
     origin: url.origin,
+    host: url.host,
     path: url.pathname + url.search,
     pathHasQuery: url.search !== '',
     method: config.method,
@@ -50,7 +61,7 @@ export function prepareTarget(config: UriExportConfig): Target {
         : createHash('sha256')
             .update(JSON.stringify([config.tls.ca, config.tls.cert, config.tls.key, config.tls.rejectUnauthorized]))
             .digest('base64'),
-    hmac: config.hmac,
+    signing,
   };
 }
 
@@ -64,4 +75,10 @@ export function targetPath(target: Target, requestUrl: string): string {
   const mark = requestUrl.indexOf('?');
   if (mark === -1 || mark === requestUrl.length - 1) return target.path;
   return target.path + (target.pathHasQuery ? '&' : '?') + requestUrl.slice(mark + 1);
+}
+
+/** A request path split into path and query (without `?`). */
+export function splitPath(path: string): { path: string; query: string } {
+  const mark = path.indexOf('?');
+  return mark === -1 ? { path, query: '' } : { path: path.slice(0, mark), query: path.slice(mark + 1) };
 }

@@ -11,24 +11,11 @@ import { METHODS } from 'node:http';
 import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
 import { BadRequestError } from '../errors.js';
 import { compileValidator, fieldSegment, type Validation } from '../schema.js';
+import { SCHEMES } from '../signing/schemes.js';
+import type { SignatureScheme } from '../signing/signer.js';
 
-export interface Aws4HmacSha256Config {
-  awsAccessKeyId: string;
-  secretAccessKey: string;
-  region: string;
-  service: string;
-  sessionToken?: string;
-}
-
-export interface Cap1HmacSha512Config {
-  key: string;
-  keyId: string;
-}
-
-export interface HmacConfig {
-  'aws4-hmac-sha256'?: Aws4HmacSha256Config;
-  'cap1-hmac-sha512'?: Cap1HmacSha512Config;
-}
+/** Names exactly one registered signature scheme and holds its config. */
+export type HmacConfig = Readonly<Record<string, unknown>>;
 
 export interface TlsConfig {
   ca?: string;
@@ -79,60 +66,14 @@ export const RESERVED_HEADER_NAMES: ReadonlySet<string> = new Set([
 const TOKEN = "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$";
 const HEADER_VALUE = '^[\\t\\x20-\\x7E]*$';
 const PEM_TEXT = { type: 'string', minLength: 1, maxLength: 65_536 };
-/** Region and service names: plain identifiers such as `us-east-1`, `lambda`, `execute-api`. */
-const AWS_IDENTIFIER = {
-  type: 'string',
-  maxLength: 64,
-  pattern: '^[A-Za-z0-9]+(?:[-_.][A-Za-z0-9]+)*$',
-  description: 'a plain identifier (letters, digits, "-", "_", ".")',
-};
 
 const hmacSchema = {
   type: 'object',
   additionalProperties: false,
   minProperties: 1,
   maxProperties: 1,
-  description: 'an object naming exactly one signature scheme: aws4-hmac-sha256 or cap1-hmac-sha512',
-  properties: {
-    'aws4-hmac-sha256': {
-      type: 'object',
-      additionalProperties: false,
-      required: ['awsAccessKeyId', 'secretAccessKey', 'region', 'service'],
-      properties: {
-        awsAccessKeyId: {
-          type: 'string',
-          maxLength: 128,
-          pattern: '^\\w+$',
-          description: 'an access key id (letters, digits, "_")',
-        },
-        secretAccessKey: { type: 'string', minLength: 1, maxLength: 256 },
-        region: AWS_IDENTIFIER,
-        service: AWS_IDENTIFIER,
-        sessionToken: { type: 'string', minLength: 1, maxLength: 8192, pattern: '^[\\x21-\\x7E]+$', description: 'printable ASCII' },
-      },
-    },
-    'cap1-hmac-sha512': {
-      type: 'object',
-      additionalProperties: false,
-      required: ['key', 'keyId'],
-      properties: {
-        key: {
-          type: 'string',
-          minLength: 1,
-          maxLength: 1024,
-          pattern: '^(?:[A-Za-z0-9_-]{4})*(?:[A-Za-z0-9_-]{2}|[A-Za-z0-9_-]{3})?$',
-          description: 'base64url text without padding',
-        },
-        keyId: {
-          type: 'string',
-          minLength: 1,
-          maxLength: 256,
-          pattern: '^[\\x21-\\x2B\\x2D\\x2E\\x30-\\x7E]+$',
-          description: 'printable ASCII without "/" or ","',
-        },
-      },
-    },
-  },
+  description: `an object naming exactly one signature scheme: ${[...SCHEMES.keys()].join(' or ')}`,
+  properties: Object.fromEntries([...SCHEMES].map(([name, scheme]) => [name, scheme.configSchema])),
 };
 
 const uriExportSchema = {
@@ -207,6 +148,7 @@ export function parseExportConfig(body: unknown): ExportConfig {
   checkUri(config);
   checkHeaders(config.headers);
   checkTls(config);
+  checkSignature(config);
   return config;
 }
 
@@ -250,6 +192,23 @@ function checkHeaders(headers: Record<string, string> | undefined): void {
     }
     seen.add(lower);
   }
+}
+
+/** The chosen scheme's own demands on the URI, and its headers kept its own. */
+function checkSignature(config: UriExportConfig): void {
+  if (config.hmac === undefined) return;
+  const scheme = schemeOf(config.hmac);
+  const problem = scheme.checkUri(new URL(config.uri));
+  if (problem !== undefined) throw new BadRequestError(`config.uri ${problem}, which config.hmac.${scheme.name} cannot sign`);
+  const clash = Object.keys(config.headers ?? {}).find((name) => scheme.headerNames.has(name.toLowerCase()));
+  if (clash !== undefined) {
+    throw new BadRequestError(`config.headers${fieldSegment(clash)} is set by the ${scheme.name} signature and cannot be given`);
+  }
+}
+
+/** The registered scheme an hmac selector names (validation guarantees exactly one, registered). */
+export function schemeOf(hmac: HmacConfig): SignatureScheme<never> {
+  return SCHEMES.get(Object.keys(hmac)[0]!)!;
 }
 
 function checkTls(config: UriExportConfig): void {

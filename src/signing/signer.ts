@@ -1,41 +1,45 @@
 /**
- * The signing seam. Each signature scheme is one module exporting a
- * SignerFactory, registered in SIGNERS under its `hmac` selector name. A
- * Signer sees the request exactly as Membrane will send it (final method,
- * URL, headers and buffered body) and returns the headers to add last.
+ * The signing seam. A signature scheme is one module exporting a
+ * SignatureScheme, registered by one line in `schemes.ts` under its `hmac`
+ * selector name. The scheme owns the JSON Schema of its config, the
+ * export-time checks of the target URI, and a factory for Signers.
  *
- * No scheme is registered yet: an export whose config carries `hmac` is
- * stored, and invoking it answers 501 until its scheme lands here.
+ * A Signer sees the request exactly as Membrane will send it (final method,
+ * host, path, query, headers and, when the signature covers it, the body)
+ * and returns the headers to add last. Headers named in `headerNames` are
+ * the signer's alone: Membrane drops them from every other source.
  */
-import type { HmacConfig } from '../service/export-config.js';
 
-export interface SignableRequest {
+/** The request as it will go to the target. */
+export interface OutgoingRequest {
   method: string;
-  url: URL;
-  /** Flat [name, value, name, value, …] as they will be sent. */
+  /** Host header value, as sent. */
+  host: string;
+  /** Path as sent (percent-encoded wire form), without the query. */
+  path: string;
+  /** Query string as sent, without `?`; empty when there is none. */
+  query: string;
+  /** Headers as sent, flat [name, value, …]; one field line per name. */
   headers: readonly string[];
-  body: Buffer;
+  /** The whole body when the scheme's signature covers it, else null. */
+  body: Buffer | null;
 }
 
 export interface Signer {
-  /** Headers to append (flat [name, value, …]); the request is not modified. */
-  sign(request: SignableRequest, now: Date): string[];
+  /** Headers to append, flat [name, value, …]. Throws BadRequestError for a request it cannot sign unambiguously. */
+  sign(request: OutgoingRequest, now: Date): string[];
 }
 
-export type SchemeName = keyof HmacConfig;
-
-export type SignerFactory<S extends SchemeName> = (config: NonNullable<HmacConfig[S]>) => Signer;
-
-export const SIGNERS: { [S in SchemeName]?: SignerFactory<S> } = {};
-
-/** The scheme an hmac selector names (the schema guarantees exactly one). */
-export function schemeOf(hmac: HmacConfig): SchemeName {
-  return Object.keys(hmac)[0] as SchemeName;
-}
-
-/** The Signer for an hmac selector, or undefined when that scheme is not available. */
-export function signerFor(hmac: HmacConfig): Signer | undefined {
-  const scheme = schemeOf(hmac);
-  const factory = SIGNERS[scheme] as SignerFactory<typeof scheme> | undefined;
-  return factory?.(hmac[scheme]!);
+export interface SignatureScheme<C = unknown> {
+  /** The `hmac` selector naming this scheme, e.g. `aws4-hmac-sha256`. */
+  readonly name: string;
+  /** JSON Schema of the scheme's config object. */
+  readonly configSchema: object;
+  /** True when the signature covers the body, which is then buffered (up to the signed-body limit). */
+  readonly coversBody: boolean;
+  /** Lower-case names of the headers the scheme sets. */
+  readonly headerNames: ReadonlySet<string>;
+  /** Export-time check of the target URI; a message naming the problem, or undefined. */
+  checkUri(url: URL): string | undefined;
+  createSigner(config: C): Signer;
 }

@@ -33,6 +33,7 @@ export function testConfig(dataDir: string, overrides: Partial<ServeConfig> = {}
     connectTimeoutMs: 5_000,
     cacheSize: 10_000,
     controlBodyLimit: 65_536,
+    signedBodyLimit: 6_291_456,
     drainTimeoutMs: 5_000,
     logLevel: 'silent',
     masterKey: undefined,

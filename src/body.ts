@@ -1,6 +1,6 @@
-/** Reading control-plane request bodies: bounded, strict UTF-8, strict JSON. */
+/** Reading a whole request body into memory, bounded. */
 import type { IncomingMessage } from 'node:http';
-import { BadRequestError, PayloadTooLargeError } from '../errors.js';
+import { PayloadTooLargeError } from './errors.js';
 
 /**
  * Reads the whole body, refusing with 413 as soon as `Content-Length` or
@@ -42,23 +42,4 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     req.on('end', onEnd);
     req.on('error', onError);
   });
-}
-
-const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-
-/** Reads and parses a JSON body. A byte order mark, invalid UTF-8 or invalid JSON is a 400. */
-export async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
-  const body = await readBody(req, limit);
-  if (body.length === 0) throw new BadRequestError('the request body must be a JSON object, and it is empty');
-  let text: string;
-  try {
-    text = utf8.decode(body);
-  } catch {
-    throw new BadRequestError('the request body is not valid UTF-8');
-  }
-  try {
-    return JSON.parse(text);
-  } catch {
-    throw new BadRequestError('the request body is not valid JSON');
-  }
 }

@@ -1,0 +1,23 @@
+/** Control-plane request bodies: bounded, strict UTF-8, strict JSON. */
+import type { IncomingMessage } from 'node:http';
+import { readBody } from '../body.js';
+import { BadRequestError } from '../errors.js';
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** Reads and parses a JSON body. A byte order mark, invalid UTF-8 or invalid JSON is a 400. */
+export async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
+  const body = await readBody(req, limit);
+  if (body.length === 0) throw new BadRequestError('the request body must be a JSON object, and it is empty');
+  let text: string;
+  try {
+    text = utf8.decode(body);
+  } catch {
+    throw new BadRequestError('the request body is not valid UTF-8');
+  }
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new BadRequestError('the request body is not valid JSON');
+  }
+}
