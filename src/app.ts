@@ -72,7 +72,11 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
   });
   let server: Server;
   try {
-    server = tls === undefined ? createHttpServer() : createHttpsServer(tls);
+    // Bodies may stream for as long as they keep moving; a whole-request
+    // deadline would cut long uploads. Slow heads are still cut off by
+    // headersTimeout.
+    const options = { requestTimeout: 0 };
+    server = tls === undefined ? createHttpServer(options) : createHttpsServer({ ...options, ...tls });
     await listen(server, config.port, config.host);
   } catch (error) {
     await proxy.close();
@@ -93,7 +97,6 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
   // Membrane is not a forward proxy: no tunnels.
   server.on('connect', (_req, socket: Duplex) => sendRawError(socket, 405, 'CONNECT is not supported', 'allow: GET, POST, DELETE\r\n'));
 
-  const bootstrap = await service.createTenant({ onlyIfEmpty: true });
   const scheme = tls === undefined ? 'http' : 'https';
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
 
@@ -115,6 +118,13 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
       await store.close();
     })());
 
+  let bootstrap: RootCapabilities | undefined;
+  try {
+    bootstrap = await service.createTenant({ onlyIfEmpty: true });
+  } catch (error) {
+    await close();
+    throw error;
+  }
   return { url: `${scheme}://${host}:${port}`, port, authority, service, bootstrap, close };
 }
 

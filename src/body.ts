@@ -11,7 +11,7 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const tooLarge = (): PayloadTooLargeError => new PayloadTooLargeError(`the request body must be at most ${limit} bytes`);
   const declared = req.headers['content-length'];
   if (declared !== undefined && Number(declared) > limit) return Promise.reject(tooLarge());
-  if (req.complete) return Promise.resolve(Buffer.alloc(0));
+  if (req.readableEnded) return Promise.resolve(Buffer.alloc(0));
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let received = 0;

@@ -353,6 +353,67 @@ describe('target failures', () => {
   });
 });
 
+describe('early answers and pipelining', () => {
+  test('a target that answers before reading the upload: the answer arrives and the connection closes', async () => {
+    const early = await startTarget({ respond: () => undefined });
+    const eager = await rawServer((socket) =>
+      socket.once('data', () => socket.write('HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\n\r\nnope')),
+    );
+    try {
+      const capability = await exportConfig({ uri: `http://127.0.0.1:${eager.port}/upload` });
+      const socket = connect(membrane.port, '127.0.0.1');
+      let response = '';
+      socket.on('data', (chunk) => (response += chunk));
+      socket.on('error', () => undefined);
+      const closed = new Promise((resolve) => socket.on('close', resolve));
+      socket.write(`PUT / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokenOf(capability)}\r\nContent-Length: 52428800\r\n\r\n`);
+      const chunk = Buffer.alloc(64 * 1024);
+      const pump = (): void => {
+        while (!socket.destroyed && socket.write(chunk));
+        if (!socket.destroyed) socket.once('drain', pump);
+      };
+      pump();
+      await closed;
+      assert.match(response, /^HTTP\/1\.1 413 /);
+      assert.match(response, /connection: close/i);
+      assert.ok(response.endsWith('nope'));
+      assert.equal((await call(membrane.url, undefined, { path: '/healthz' })).status, 200);
+    } finally {
+      eager.close();
+      await early.close();
+    }
+  });
+
+  test('a malformed request pipelined behind a streaming answer cuts the connection, never writes into the body', async () => {
+    const slow = await startTarget({
+      respond: (_req, res) => {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        res.write('0123456789');
+        setTimeout(() => res.end('abcdefghij'), 200);
+      },
+    });
+    try {
+      const capability = await exportConfig({ uri: `${slow.url}/slow` });
+      const socket = connect(membrane.port, '127.0.0.1');
+      let response = '';
+      socket.on('data', (chunk) => (response += chunk));
+      const closed = new Promise((resolve) => socket.on('close', resolve));
+      socket.write(`GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokenOf(capability)}\r\n\r\n`);
+      // Once the answer is streaming, send garbage on the same connection.
+      await new Promise<void>((resolve) => {
+        const check = (): void => (response.includes('0123456789') ? resolve() : void socket.once('data', check));
+        check();
+      });
+      socket.write('NOT HTTP AT ALL\r\n\r\n');
+      await closed;
+      assert.match(response, /^HTTP\/1\.1 200 /);
+      assert.equal(response.match(/HTTP\/1\.1/g)!.length, 1, response);
+    } finally {
+      await slow.close();
+    }
+  });
+});
+
 describe('connections to targets', () => {
   test('are pooled and kept alive', async () => {
     const pooled = await startTarget();

@@ -70,9 +70,12 @@ describe('query', () => {
     assert.deepEqual(await page('?id=gone'), { ids: [], completed: true });
   });
 
-  test('id and lastId together both apply', async () => {
+  test('id and lastId together both apply, in code point order', async () => {
     assert.deepEqual(await page('?id=b&lastId=a'), { ids: ['b'], completed: true });
     assert.deepEqual(await page('?id=a&lastId=b'), { ids: [], completed: true });
+    // 中 (U+4E2D) sorts before 🦊 (U+1F98A) by code point, though not by UTF-16 code unit.
+    assert.deepEqual(await page('?id=%E4%B8%AD&lastId=%F0%9F%A6%8A'), { ids: [], completed: true });
+    assert.deepEqual(await page('?id=%F0%9F%A6%8A&lastId=%E4%B8%AD'), { ids: ['🦊'], completed: true });
   });
 
   test('form encoding: + is a space', async () => {

@@ -5,7 +5,7 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { BadRequestError, MethodNotAllowedError, ServiceUnavailableError, UnauthorizedError } from '../errors.js';
+import { MethodNotAllowedError, ServiceUnavailableError, UnauthorizedError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { Proxy } from '../proxy/proxy.js';
 import type { MembraneService } from '../service/membrane-service.js';
@@ -73,7 +73,7 @@ async function handle(context: HandlerContext, req: IncomingMessage, res: Server
       case 'export': {
         allowMethods(req, 'membrane export', ['POST']);
         const config = await readJson(req, context.controlBodyLimit);
-        const uri = await context.service.export(capability.tenantId, capability.membraneId, config);
+        const uri = await context.service.export(capability.membraneId, config);
         status = reply(res, 201, { capability: uri });
         return;
       }
@@ -112,16 +112,16 @@ function isHealthCheck(req: IncomingMessage): boolean {
 }
 
 /**
- * The token from `Authorization: Bearer TOKEN`. Missing or malformed: 401
- * (the same answer as unknown or revoked). More than one Authorization
- * header is refused as ambiguous.
+ * The token from `Authorization: Bearer TOKEN`. Missing or malformed, which
+ * includes more than one Authorization header (ambiguous, so refused, not
+ * guessed between): 401, the same answer as unknown or revoked.
  */
 function bearerToken(req: IncomingMessage): string {
   let value: string | undefined;
   const raw = req.rawHeaders;
   for (let i = 0; i < raw.length; i += 2) {
     if (raw[i]!.length === 13 && raw[i]!.toLowerCase() === 'authorization') {
-      if (value !== undefined) throw new BadRequestError('the request has more than one Authorization header');
+      if (value !== undefined) throw new UnauthorizedError();
       value = raw[i + 1]!;
     }
   }

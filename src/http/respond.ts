@@ -54,7 +54,9 @@ const RAW_REASONS: Record<number, string> = {
  * CONNECT method: still a JSON error, then the connection is closed.
  */
 export function sendRawError(socket: Duplex, status: number, message: string, extra = ''): void {
-  if (!socket.writable) {
+  // A response already under way on this connection must not get a second head in its body.
+  const current = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } })._httpMessage;
+  if (!socket.writable || current?.headersSent === true) {
     socket.destroy();
     return;
   }

@@ -100,10 +100,17 @@ export class Proxy {
         ({ statusCode, headers: responseHeaders }) => {
           started = true;
           status = statusCode;
-          res.writeHead(statusCode, responseHeadersToClient(responseHeaders as unknown as string[], dropLength));
+          const out = responseHeadersToClient(responseHeaders as unknown as string[], dropLength);
+          // The target answered before reading the whole upload (a 401 or 413,
+          // say): the rest of it will never be read, so this connection cannot
+          // carry another request. Close it after the answer instead of
+          // leaving the requester's upload stalled on it.
+          if (!req.complete && body !== null && !Buffer.isBuffer(body)) out.push('connection', 'close');
+          res.writeHead(statusCode, out);
           return res;
         },
       );
+      if (!req.complete) req.unpipe();
       return { status, cut: false };
     } catch (error) {
       if (started || res.destroyed) {

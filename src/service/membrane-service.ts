@@ -52,7 +52,7 @@ export interface QueryResult {
 /** What a valid, live token entitles its holder to. */
 export type Capability =
   | { kind: 'create' | 'query' | 'deleteSelf'; tenantId: number }
-  | { kind: 'export'; tenantId: number; membraneId: number }
+  | { kind: 'export'; membraneId: number }
   | { kind: 'revoke'; membraneId: number }
   | ExportedCapability;
 
@@ -148,7 +148,7 @@ export class MembraneService {
       case 'deleteSelf':
         return { kind: record.kind, tenantId: record.tenantId };
       case 'export':
-        return { kind: 'export', tenantId: record.tenantId, membraneId: record.membraneId! };
+        return { kind: 'export', membraneId: record.membraneId! };
       case 'revoke':
         return { kind: 'revoke', membraneId: record.membraneId! };
       case 'exported': {
@@ -218,28 +218,22 @@ export class MembraneService {
     this.#cache.revokeMembranes([membraneId]);
   }
 
-  /** Exports a new capability through a membrane and returns its URI. */
-  async export(tenantId: number, membraneId: number, body: unknown): Promise<string> {
+  /**
+   * Exports a new capability through a membrane and returns its URI. If the
+   * membrane was revoked meanwhile (while the body arrived), nothing is
+   * exported: the export capability itself is dead, so 401.
+   */
+  async export(membraneId: number, body: unknown): Promise<string> {
     const config = parseExportConfig(body);
     const token = generateToken();
-    if (isReExport(config)) {
-      const parentId = await this.#reExportable(config.capability);
-      await this.#store.insertExportedCapability({
-        hash: hashToken(token),
-        tenantId,
-        membraneId,
-        sealedConfig: null,
-        parentId,
-      });
-    } else {
-      await this.#store.insertExportedCapability({
-        hash: hashToken(token),
-        tenantId,
-        membraneId,
-        sealedConfig: this.#key.seal(JSON.stringify(config), SEALED.config),
-        parentId: null,
-      });
-    }
+    const id = await this.#store.insertExportedCapability({
+      hash: hashToken(token),
+      membraneId,
+      ...(isReExport(config)
+        ? { sealedConfig: null, parentId: await this.#reExportable(config.capability) }
+        : { sealedConfig: this.#key.seal(JSON.stringify(config), SEALED.config), parentId: null }),
+    });
+    if (id === undefined) throw new UnauthorizedError();
     return this.#uri(token);
   }
 

@@ -60,7 +60,7 @@ export type CreateMembraneResult =
 
 export interface NewExportedCapability {
   hash: Buffer;
-  tenantId: number;
+  /** The exporting membrane; its tenant owns the capability. */
   membraneId: number;
   /** Set for a uri export (the chain's root); null for a re-export. */
   sealedConfig: Buffer | null;
@@ -104,7 +104,11 @@ export interface Store {
   /** Marks the membrane revoked; false if it already was. */
   revokeMembrane(membraneId: number): Promise<boolean>;
 
-  insertExportedCapability(capability: NewExportedCapability): Promise<number>;
+  /**
+   * Adds an exported capability, atomically only if its membrane is live and
+   * its tenant not deleted; returns its id, or undefined if not added.
+   */
+  insertExportedCapability(capability: NewExportedCapability): Promise<number | undefined>;
   findCapability(hash: Buffer): Promise<CapabilityRecord | undefined>;
 
   close(): Promise<void>;

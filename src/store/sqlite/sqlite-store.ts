@@ -66,6 +66,12 @@ export class SqliteStore implements Store {
         'INSERT INTO membranes (tenant_id, name, sealed_export_token, sealed_revoke_token, created_at) VALUES (?, ?, ?, ?, ?)',
       ),
       revokeMembrane: db.prepare('UPDATE membranes SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
+      insertExported: db.prepare(
+        `INSERT INTO capabilities (token_hash, kind, tenant_id, membrane_id, parent_id, sealed_config, created_at)
+         SELECT ?, 'exported', m.tenant_id, m.id, ?, ?, ?
+           FROM membranes m JOIN tenants t ON t.id = m.tenant_id
+          WHERE m.id = ? AND m.revoked_at IS NULL AND t.deleted_at IS NULL`,
+      ),
       insertCapability: db.prepare(
         `INSERT INTO capabilities (token_hash, kind, tenant_id, membrane_id, parent_id, sealed_config, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?)`,
@@ -98,6 +104,10 @@ export class SqliteStore implements Store {
       listByName: db.prepare(
         `SELECT name, sealed_export_token, sealed_revoke_token FROM membranes
           WHERE tenant_id = ? AND revoked_at IS NULL AND name = ?`,
+      ),
+      listByNameAfter: db.prepare(
+        `SELECT name, sealed_export_token, sealed_revoke_token FROM membranes
+          WHERE tenant_id = ? AND revoked_at IS NULL AND name = ? AND name > ?`,
       ),
     };
   }
@@ -184,8 +194,11 @@ export class SqliteStore implements Store {
   async listMembranes(query: ListMembranesQuery): Promise<MembraneListing[]> {
     let rows: MembraneRow[];
     if (query.name !== undefined) {
-      const matches = this.#statements.listByName.all(query.tenantId, query.name) as MembraneRow[];
-      rows = matches.filter((row) => query.after === undefined || row.name > query.after).slice(0, query.limit);
+      rows = (
+        query.after === undefined
+          ? this.#statements.listByName.all(query.tenantId, query.name)
+          : this.#statements.listByNameAfter.all(query.tenantId, query.name, query.after)
+      ) as MembraneRow[];
     } else if (query.after !== undefined) {
       rows = this.#statements.listAll.all(query.tenantId, query.after, query.limit) as MembraneRow[];
     } else {
@@ -202,17 +215,15 @@ export class SqliteStore implements Store {
     return this.#statements.revokeMembrane.run(Date.now(), membraneId).changes > 0;
   }
 
-  async insertExportedCapability(capability: NewExportedCapability): Promise<number> {
-    const result = this.#statements.insertCapability.run(
+  async insertExportedCapability(capability: NewExportedCapability): Promise<number | undefined> {
+    const result = this.#statements.insertExported.run(
       capability.hash,
-      'exported',
-      capability.tenantId,
-      capability.membraneId,
       capability.parentId,
       capability.sealedConfig,
       Date.now(),
+      capability.membraneId,
     );
-    return Number(result.lastInsertRowid);
+    return result.changes === 0 ? undefined : Number(result.lastInsertRowid);
   }
 
   async findCapability(hash: Buffer): Promise<CapabilityRecord | undefined> {
