@@ -42,7 +42,7 @@ export function prepareTarget(config: UriExportConfig): Target {
   if (config.hmac !== undefined) {
     const scheme = schemeOf(config.hmac);
     for (const name of scheme.headerNames) headerNames.add(name);
-    signing = { scheme, signer: scheme.createSigner(config.hmac[scheme.name] as never) };
+    signing = { scheme, signer: scheme.createSigner((config.hmac as Record<string, unknown>)[scheme.name] as never) };
   }
   return {
     origin: url.origin,

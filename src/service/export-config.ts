@@ -12,33 +12,10 @@ import { createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
 import { BadRequestError } from '../errors.js';
 import { compileValidator, fieldSegment, type Validation } from '../schema.js';
 import { SCHEMES } from '../signing/schemes.js';
+import type { ExportConfig, HmacConfig, ReExportConfig, TlsConfig, UriExportConfig } from '../wire.js';
 import type { SignatureScheme } from '../signing/signer.js';
 
-/** Names exactly one registered signature scheme and holds its config. */
-export type HmacConfig = Readonly<Record<string, unknown>>;
-
-export interface TlsConfig {
-  ca?: string;
-  cert?: string;
-  key?: string;
-  rejectUnauthorized?: boolean;
-}
-
-export interface UriExportConfig {
-  uri: string;
-  method?: string;
-  headers?: Record<string, string>;
-  allowQuery?: boolean;
-  timeoutMs?: number;
-  tls?: TlsConfig;
-  hmac?: HmacConfig;
-}
-
-export interface ReExportConfig {
-  capability: string;
-}
-
-export type ExportConfig = UriExportConfig | ReExportConfig;
+export type { ExportConfig, ReExportConfig, TlsConfig, UriExportConfig };
 
 export function isReExport(config: ExportConfig): config is ReExportConfig {
   return 'capability' in config;
@@ -207,7 +184,7 @@ function checkSignature(config: UriExportConfig): void {
 }
 
 /** The registered scheme an hmac selector names (validation guarantees exactly one, registered). */
-export function schemeOf(hmac: HmacConfig): SignatureScheme<never> {
+export function schemeOf(hmac: HmacConfig | Readonly<Record<string, unknown>>): SignatureScheme<never> {
   return SCHEMES.get(Object.keys(hmac)[0]!)!;
 }
 

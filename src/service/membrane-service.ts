@@ -16,7 +16,8 @@ import { MasterKey } from '../secrets.js';
 import type { CapabilityRecord, Store } from '../store/store.js';
 import { capabilityUri, generateToken, hashToken, parseCapabilityUri } from '../token.js';
 import { CapabilityCache } from './capability-cache.js';
-import { isReExport, parseExportConfig, type UriExportConfig } from './export-config.js';
+import type { MembraneView, QueryResult, RootCapabilities, UriExportConfig } from '../wire.js';
+import { isReExport, parseExportConfig } from './export-config.js';
 
 /** Purposes (GCM additional data) of the values this service seals. */
 const SEALED = {
@@ -28,26 +29,7 @@ const SEALED = {
 
 export const QUERY_LIMIT_MAX = 1000;
 
-export interface RootCapabilities {
-  create: string;
-  query: string;
-  deleteSelf: string;
-}
-
-export interface MembraneCapabilities {
-  export: string;
-  revoke: string;
-}
-
-export interface MembraneView {
-  id: string;
-  capabilities: MembraneCapabilities;
-}
-
-export interface QueryResult {
-  membranes: MembraneView[];
-  completed: boolean;
-}
+export type { MembraneView, QueryResult, RootCapabilities };
 
 /** What a valid, live token entitles its holder to. */
 export type Capability =
