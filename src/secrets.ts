@@ -13,8 +13,9 @@
  * `membrane init` or the first `membrane serve`).
  */
 import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
-import { closeSync, fstatSync, fsyncSync, linkSync, openSync, readFileSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, fstatSync, linkSync, openSync, readFileSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
+import { syncDirectory, writeTemporary } from './durable-file.js';
 import { ConfigurationError } from './errors.js';
 
 const VERSION = 1;
@@ -130,14 +131,7 @@ export function loadMasterKey(options: LoadMasterKeyOptions): MasterKey {
  */
 function createKeyFile(path: string, options: LoadMasterKeyOptions): MasterKey {
   const key = MasterKey.generate();
-  const temporary = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
-  const fd = openSync(temporary, 'wx', 0o600);
-  try {
-    writeSync(fd, `${key.toBase64()}\n`);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  const temporary = writeTemporary(path, `${key.toBase64()}\n`);
   try {
     linkSync(temporary, path);
   } catch (error) {
@@ -148,14 +142,4 @@ function createKeyFile(path: string, options: LoadMasterKeyOptions): MasterKey {
   }
   syncDirectory(options.dataDir);
   return key;
-}
-
-/** Makes a directory entry change durable. */
-export function syncDirectory(dir: string): void {
-  const fd = openSync(dir, 'r');
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
 }

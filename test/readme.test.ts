@@ -1,28 +1,37 @@
 /**
- * The README's curl walkthrough, run as written against a real server and
- * the real example target. Only the addresses (the README's fixed ports) and
+ * The README's walkthroughs, run as written against real servers, the real
+ * example target and a target that checks AWS signatures with AWS's own
+ * signer. Only addresses (the README's fixed ports and AWS's endpoint) and
  * the pasted root capabilities are filled in.
  */
 import assert from 'node:assert/strict';
 import { execFile, spawn } from 'node:child_process';
-import { readFile, rm } from 'node:fs/promises';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { promisify } from 'node:util';
-import { bannerRoots, cleanEnv, REPO_ROOT, startServerProcess, type ServerProcess } from './helpers/child.js';
 import { startAwsOracleTarget } from './helpers/aws-oracle.js';
+import { bannerRoots, cleanEnv, REPO_ROOT, startServerProcess, type ServerProcess } from './helpers/child.js';
 import { tempDir } from './helpers/membrane.js';
+
+const LAMBDA_ORIGIN = 'https://lambda.us-east-1.amazonaws.com';
+const AWS_KEYS = { AKIAIOSFODNN7EXAMPLE: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' };
+const run = promisify(execFile);
 
 const cleanup: (() => unknown)[] = [];
 after(async () => {
   for (const step of cleanup.reverse()) await step();
 });
 
-/** The fenced sh block that follows `<!-- walkthrough:NAME -->`. */
-function block(readme: string, name: string): string {
+let readme: string;
+
+/** The fenced block that follows `<!-- walkthrough:NAME -->`. */
+function block(name: string): string {
   const marker = readme.indexOf(`<!-- walkthrough:${name} -->`);
   assert.ok(marker !== -1, `README has no walkthrough:${name} block`);
-  const match = /```sh\n([\s\S]*?)```/.exec(readme.slice(marker));
+  const match = /```(?:sh|js)\n([\s\S]*?)```/.exec(readme.slice(marker));
   assert.ok(match);
   return match[1]!;
 }
@@ -33,59 +42,127 @@ function replaceLine(script: string, variable: string, value: string): string {
   return script.replace(pattern, `${variable}='${value}'`);
 }
 
-test('the README walkthrough works as written', async () => {
-  const readme = await readFile(join(REPO_ROOT, 'README.md'), 'utf8');
+async function freshDir(prefix: string): Promise<string> {
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  cleanup.push(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/** A Membrane server process on a fresh store, with its own HOME for capi profiles. */
+async function server(home: string, args: string[] = []): Promise<ServerProcess> {
   const dataDir = await tempDir();
   cleanup.push(() => rm(dataDir, { recursive: true, force: true }));
+  const started = await startServerProcess(['--port', '0', '--data-dir', dataDir, ...args], { HOME: home, MEMBRANE_ALLOW_TARGETS: '127.0.0.0/8' });
+  cleanup.push(() => started.child.kill('SIGKILL'));
+  return started;
+}
 
-  const server: ServerProcess = await startServerProcess(['--port', '0', '--data-dir', dataDir], { MEMBRANE_ALLOW_TARGETS: '127.0.0.0/8' });
-  cleanup.push(() => server.child.kill('SIGKILL'));
-  const roots = bannerRoots(server.stdout())!;
-
+async function echoTarget(): Promise<string> {
   const echo = spawn(process.execPath, [join(REPO_ROOT, 'examples', 'echo-target.mjs'), '0'], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'inherit'] });
   cleanup.push(() => echo.kill());
-  const targetUrl = await new Promise<string>((resolve, reject) => {
+  return new Promise<string>((resolve, reject) => {
     echo.stdout.on('data', (chunk: Buffer) => {
       const match = /listening on (http:\/\/\S+)/.exec(chunk.toString());
       if (match) resolve(match[1]!);
     });
     echo.on('exit', () => reject(new Error('echo target exited')));
   });
+}
 
-  // The Lambda walkthrough's function URL is served by a target that checks
-  // every signature with AWS's @smithy/signature-v4.
-  const aws = await startAwsOracleTarget({ AKIAIOSFODNN7EXAMPLE: 'wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY' });
+async function bash(script: string, home: string): Promise<{ stdout: string; stderr: string }> {
+  return run('bash', ['-euo', 'pipefail', '-c', script], { cwd: REPO_ROOT, env: { ...cleanEnv(), HOME: home }, maxBuffer: 16 * 1024 * 1024 });
+}
+
+test('the capi walkthrough works as written', async () => {
+  readme = await readFile(join(REPO_ROOT, 'README.md'), 'utf8');
+  const home = await freshDir('readme-home-');
+  await server(home);
+  const script = replaceLine(block('capi'), 'TARGET', await echoTarget());
+  const { stdout, stderr } = await bash(script, home);
+
+  // Step 3: what the target received.
+  assert.match(stdout, /"method": "POST",\n {2}"url": "\/orders\?page=2"/);
+  assert.match(stdout, /"x-api-key": "s3cr3t"/);
+  assert.match(stdout, /"body": "\{\\"item\\":42\}"/);
+  assert.ok(!stdout.includes('"authorization"'));
+  // Step 5: the subcontractor's capability died, the shop's lives.
+  assert.match(stdout, /revoked: the membrane and everything exported through it\n\{"error":"Unauthorized","message":"[^"]+"\}refused: it died with the partner's membrane\nthe shop's capability still works\n/);
+  assert.deepEqual(stderr.split('\n').filter((line) => /^\d{3} /.test(line)), ['200 OK', '200 OK', '401 Unauthorized', '200 OK']);
+  // Step 6: the partner is gone.
+  const listed = stdout.slice(stdout.lastIndexOf('still works\n') + 'still works\n'.length);
+  assert.match(listed, /^shop\n {2}export: cpblty:\S+\n {2}revoke: cpblty:\S+\nsubcontractor\n {2}export: cpblty:\S+\n {2}revoke: cpblty:\S+\n$/);
+});
+
+test('the curl walkthrough and the Lambda walkthroughs (curl, capi, SDK) work as written', async () => {
+  readme ??= await readFile(join(REPO_ROOT, 'README.md'), 'utf8');
+  const home = await freshDir('readme-home-');
+  const membrane = await server(home);
+  const roots = bannerRoots(membrane.stdout())!;
+  const aws = await startAwsOracleTarget(AWS_KEYS);
   cleanup.push(() => aws.close());
-  const lambdaOrigin = 'https://lambda.us-east-1.amazonaws.com';
 
-  let script = block(readme, 'roots') + block(readme, 'script') + block(readme, 'aws-keys') + block(readme, 'lambda');
+  let script = block('roots') + block('script') + block('aws-keys') + block('lambda') + 'export PATH="$PWD/bin:$PATH"\n' + block('lambda-capi');
   script = replaceLine(script, 'CREATE', roots.create);
   script = replaceLine(script, 'QUERY', roots.query);
-  script = replaceLine(script, 'MEMBRANE', server.url);
-  script = replaceLine(script, 'TARGET', targetUrl);
-  assert.ok(script.includes(lambdaOrigin));
-  script = script.replaceAll(lambdaOrigin, aws.url);
-
-  const { stdout } = await promisify(execFile)('bash', ['-euo', 'pipefail', '-c', script], { cwd: REPO_ROOT, env: cleanEnv() });
+  script = replaceLine(script, 'MEMBRANE', membrane.url);
+  script = replaceLine(script, 'TARGET', await echoTarget());
+  assert.ok(script.includes(LAMBDA_ORIGIN));
+  script = script.replaceAll(LAMBDA_ORIGIN, aws.url);
+  const { stdout, stderr } = await bash(script, home);
 
   // Step 1: alice's membrane.
   assert.match(stdout, /"id": "alice"/);
   // Step 3: what the target received.
-  const invocation = /\{\n  "method": "POST",\n  "url": "([^"]+)",\n  "apiKey": "([^"]+)",\n  "body": "(.*)"\n\}/.exec(stdout);
+  const invocation = /\{\n {2}"method": "POST",\n {2}"url": "([^"]+)",\n {2}"apiKey": "([^"]+)",\n {2}"body": "(.*)"\n\}/.exec(stdout);
   assert.ok(invocation, stdout);
   assert.deepEqual(invocation.slice(1), ['/orders?region=eu&page=2', 's3cr3t', '{\\"item\\":42}']);
   // Steps 4 and 6: statuses before and after revoking bob.
-  assert.match(stdout, /^200\n200\n200\n200\n\{\n  "statusCode": 202,\n  "message": "Accepted"\n\}\n200\n401\n401\n200\n/m);
+  assert.match(stdout, /^200\n200\n200\n200\n\{\n {2}"statusCode": 202,\n {2}"message": "Accepted"\n\}\n200\n401\n401\n200\n/m);
   // Step 7: the uniform 401.
   assert.match(stdout, /"error": "Unauthorized"/);
   // Step 8: bob is gone.
-  assert.match(stdout, /\[\n  "alice",\n  "carol"\n\]\ntrue\n/);
-  // Lambda: the signed invocation was accepted by the AWS signature check, then revoked.
+  assert.match(stdout, /\[\n {2}"alice",\n {2}"carol"\n\]\ntrue\n/);
+
+  // Lambda with curl: accepted by the AWS signature check, then revoked.
   const lambda = stdout.slice(stdout.indexOf('\ntrue\n') + 6).split('\n');
   assert.match(lambda[0]!, /^cpblty:\/\/localhost:\d+\/#CPBLTY1-/);
   assert.deepEqual(JSON.parse(lambda[1]!), { ok: true, url: '/2015-03-31/functions/partner-report/invocations', body: '{"week": 47}' });
-  assert.deepEqual(lambda.slice(2).join('\n'), '{\n  "statusCode": 202,\n  "message": "Accepted"\n}\n401\n');
-  assert.equal(aws.requests.length, 1);
-  // The capability never reached the target, and no token was logged.
-  assert.ok(!server.stdout().slice(server.stdout().indexOf('{"level"')).includes('CPBLTY1-'));
+  assert.deepEqual(lambda.slice(2, 7).join('\n'), '{\n  "statusCode": 202,\n  "message": "Accepted"\n}\n401');
+  // Lambda with capi: the same, then refused.
+  assert.deepEqual(JSON.parse(lambda[7]!), { ok: true, url: '/2015-03-31/functions/partner-report/invocations', body: '{"week": 47}' });
+  assert.equal(lambda[8], 'revoked: the membrane and everything exported through it');
+  assert.match(lambda.slice(9).join('\n'), /^\{"error":"Unauthorized","message":"[^"]+"\}refused, as it should be\n$/);
+  assert.match(stderr, /200 OK\n401 Unauthorized\n$/);
+
+  // Lambda with the SDK: the script as written, inside the package so that
+  // `membrane/sdk` resolves to this checkout.
+  const sdkScript = join(REPO_ROOT, 'dist', `readme-lambda-${process.pid}.mjs`);
+  cleanup.push(() => rm(sdkScript, { force: true }));
+  const source = block('lambda-sdk');
+  assert.ok(source.includes("'http://localhost:8080'") && source.includes(LAMBDA_ORIGIN));
+  await writeFile(sdkScript, source.replace("'http://localhost:8080'", `'${membrane.url}'`).replaceAll(LAMBDA_ORIGIN, aws.url));
+  const sdk = await run(process.execPath, [sdkScript], {
+    cwd: REPO_ROOT,
+    env: { ...cleanEnv(), CREATE: roots.create, AWS_ACCESS_KEY_ID: 'AKIAIOSFODNN7EXAMPLE', AWS_SECRET_ACCESS_KEY: AWS_KEYS.AKIAIOSFODNN7EXAMPLE },
+  });
+  assert.match(sdk.stdout, /^\{\n {2}ok: true,\n {2}url: '\/2015-03-31\/functions\/partner-report\/invocations',\n {2}body: '\{"week":47\}'\n\}\n401 Unauthorized\n$/);
+  assert.equal(aws.requests.length, 3);
+
+  // No token was logged.
+  assert.ok(!membrane.stdout().slice(membrane.stdout().indexOf('{"level"')).includes('CPBLTY1-'));
+});
+
+test('the self-signed certificate recipe serves HTTPS that capi trusts', async () => {
+  readme ??= await readFile(join(REPO_ROOT, 'README.md'), 'utf8');
+  const dir = await freshDir('readme-tls-');
+  await run('bash', ['-euo', 'pipefail', '-c', block('tls')], { cwd: dir });
+  const home = await freshDir('readme-home-');
+  const membrane = await server(home, ['--tls-cert', join(dir, 'tls', 'localhost.crt'), '--tls-key', join(dir, 'tls', 'localhost.key')]);
+  assert.match(membrane.url, /^https:/);
+  const capi = join(REPO_ROOT, 'bin', 'capi');
+  const env = { ...cleanEnv(), HOME: home };
+  await assert.rejects(run(process.execPath, [capi, 'membrane', 'query'], { env }));
+  await run(process.execPath, [capi, 'config', '--ca', join(dir, 'tls', 'localhost.crt')], { env });
+  const { stdout } = await run(process.execPath, [capi, 'membrane', 'query', '--json'], { env });
+  assert.equal(stdout, '{"membranes":[],"completed":true}\n');
 });

@@ -12,6 +12,7 @@ import { defaultAuthority, resolveOptions, resolveServeConfig, SERVE_OPTIONS } f
 import { ConfigurationError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { MembraneService, type RootCapabilities } from '../service/membrane-service.js';
+import { ProfileStore } from './profile-store.js';
 
 class UsageError extends Error {}
 
@@ -21,10 +22,12 @@ const USAGE = `membrane: operator commands for the Membrane capability service
 
 Usage:
   membrane serve [options]                 run the service (see options below)
-  membrane init [--data-dir DIR] [--authority HOST[:PORT]] [--json]
+  membrane init [--data-dir DIR] [--authority HOST[:PORT]] [--json] [--capi-profile NAME | --no-capi-profile]
                                            create a store and its first tenant; print its root capabilities
-  membrane tenant create [--data-dir DIR] [--authority HOST[:PORT]] [--json]
+                                           and save them as a capi profile (default: "default")
+  membrane tenant create [--data-dir DIR] [--authority HOST[:PORT]] [--json] [--capi-profile NAME]
                                            add a tenant to an existing store; print its root capabilities
+                                           (saved as a capi profile only when --capi-profile is given)
   membrane --help | --version
 
 Options of serve (each also read from the environment variable shown):
@@ -32,14 +35,23 @@ ${Object.values(SERVE_OPTIONS)
   .map((spec) => `  --${`${spec.flag} ${spec.flag === 'allow-targets' ? 'LIST' : 'VALUE'}`.padEnd(28)} ${spec.env.padEnd(28)} ${spec.help}`)
   .join('\n')}
 
+serve also takes --capi-profile NAME / --no-capi-profile for the tenant it creates on an empty store.
+
 The master key comes from MEMBRANE_MASTER_KEY (base64 of 32 bytes) or, if that is
 unset, from DATA_DIR/master.key (created with mode 0600 by init or the first serve).
 `;
+
+/** Where init and a bootstrapping serve save the new tenant's root capabilities for capi. */
+const PROFILE_FLAGS = {
+  'capi-profile': { type: 'string' },
+  'no-capi-profile': { type: 'boolean' },
+} as const;
 
 const STORE_FLAGS = {
   'data-dir': { type: 'string' },
   authority: { type: 'string' },
   json: { type: 'boolean' },
+  ...PROFILE_FLAGS,
 } as const;
 
 export async function main(argv: readonly string[]): Promise<number> {
@@ -107,9 +119,49 @@ async function createTenant(args: readonly string[], { init }: { init: boolean }
       throw new ConfigurationError(`${dataDir} already holds a tenant; add another with \`membrane tenant create --data-dir ${dataDir}\``);
     }
     process.stdout.write(values.json === true ? `${JSON.stringify(roots)}\n` : formatRoots(roots));
+    const profile = profileName(values, init);
+    if (profile !== undefined) {
+      await saveProfile(roots, `${process.env.MEMBRANE_TLS_CERT ? 'https' : 'http'}://${authority}`, profile);
+    }
     return 0;
   } finally {
     await store.close();
+  }
+}
+
+/** The capi profile to save root capabilities in, if any. */
+function profileName(values: { 'capi-profile'?: string; 'no-capi-profile'?: boolean }, byDefault: boolean): string | undefined {
+  if (values['no-capi-profile'] === true) {
+    if (values['capi-profile'] !== undefined) throw new UsageError('--capi-profile and --no-capi-profile exclude each other');
+    return undefined;
+  }
+  if (values['capi-profile'] === '') throw new UsageError('--capi-profile needs a profile name');
+  return values['capi-profile'] ?? (byDefault ? 'default' : undefined);
+}
+
+/**
+ * Saves a new tenant's root capabilities and the service address as a capi
+ * profile, so that capi works with no copy-paste. A profile that already
+ * holds other capabilities is kept under a new name, never overwritten.
+ * Failing to save is a warning: the capabilities were printed.
+ */
+async function saveProfile(roots: RootCapabilities, address: string, name: string): Promise<void> {
+  const store = new ProfileStore();
+  try {
+    const existing = await store.credentials(name);
+    if (Object.values(existing).some((value) => value !== undefined) && existing.create !== roots.create) {
+      const taken = new Set(await store.profiles());
+      const stamp = `${name}-${new Date().toISOString().replace(/[-:.]/g, '')}`;
+      let kept = stamp;
+      for (let n = 2; taken.has(kept); n++) kept = `${stamp}-${n}`;
+      await store.renameProfile(name, kept);
+      process.stderr.write(`membrane: the capi profile "${name}" held other capabilities; it is kept as "${kept}"\n`);
+    }
+    await store.setCredentials(name, roots);
+    await store.setSettings(name, { address });
+    process.stderr.write(`membrane: saved the root capabilities as capi profile "${name}" (${store.credentialsPath})\n`);
+  } catch (error) {
+    process.stderr.write(`membrane: warning: could not save the capi profile "${name}": ${(error as Error).message}\n`);
   }
 }
 
@@ -118,8 +170,12 @@ function formatRoots(roots: RootCapabilities): string {
 }
 
 async function serve(args: readonly string[]): Promise<number> {
-  const flagOptions = Object.fromEntries(Object.values(SERVE_OPTIONS).map((spec) => [spec.flag, { type: 'string' as const }]));
+  const flagOptions = {
+    ...Object.fromEntries(Object.values(SERVE_OPTIONS).map((spec) => [spec.flag, { type: 'string' as const }])),
+    ...PROFILE_FLAGS,
+  };
   const { values } = parse(args, flagOptions);
+  const profile = profileName(values as { 'capi-profile'?: string; 'no-capi-profile'?: boolean }, true);
   const config = resolveServeConfig(values as Record<string, string | undefined>, process.env);
   const logger = createLogger(config.logLevel);
   const running = await startMembrane(config, logger);
@@ -130,6 +186,7 @@ async function serve(args: readonly string[]): Promise<number> {
         formatRoots(running.bootstrap).replace(/^(?=.)/gm, '  ') +
         '\n',
     );
+    if (profile !== undefined) await saveProfile(running.bootstrap, running.url.replace(/\/\/[^/]+$/, `//${running.authority}`), profile);
   }
   logger.info({ url: running.url, authority: running.authority, dataDir: config.dataDir }, 'listening');
 

@@ -1,11 +1,14 @@
 /** Runs `bin/membrane` as a real child process. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
 export const MEMBRANE_BIN = fileURLToPath(new URL('../../../bin/membrane', import.meta.url));
+export const CAPI_BIN = fileURLToPath(new URL('../../../bin/capi', import.meta.url));
 
 export interface CommandResult {
   code: number | null;
@@ -15,19 +18,43 @@ export interface CommandResult {
 }
 
 /** Runs `membrane ARGS` to completion. */
-export async function runMembrane(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CommandResult> {
-  const child = spawn(process.execPath, [MEMBRANE_BIN, ...args], { env: { ...cleanEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+export function runMembrane(args: string[], env: NodeJS.ProcessEnv = {}): Promise<CommandResult> {
+  return runBin(MEMBRANE_BIN, args, env);
+}
+
+/** Runs `capi ARGS` to completion, optionally feeding `stdin`. */
+export function runCapi(args: string[], env: NodeJS.ProcessEnv = {}, stdin?: string | Buffer): Promise<CommandResult> {
+  return runBin(CAPI_BIN, args, env, stdin);
+}
+
+async function runBin(bin: string, args: string[], env: NodeJS.ProcessEnv, stdin?: string | Buffer): Promise<CommandResult> {
+  const child = spawn(process.execPath, [bin, ...args], { env: { ...cleanEnv(), ...env }, stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
+  if (stdin !== undefined) child.stdin!.end(stdin);
   let stdout = '';
   let stderr = '';
-  child.stdout.on('data', (chunk) => (stdout += chunk));
-  child.stderr.on('data', (chunk) => (stderr += chunk));
+  child.stdout!.on('data', (chunk) => (stdout += chunk));
+  child.stderr!.on('data', (chunk) => (stderr += chunk));
   const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
   return { code, signal, stdout, stderr };
 }
 
-/** The environment without any MEMBRANE_* setting of the caller's shell. */
+let isolatedHome: string | undefined;
+
+/**
+ * A HOME of this test process's own, so that capi profiles written by the
+ * commands under test never touch the real ~/.capability.
+ */
+export function testHome(): string {
+  isolatedHome ??= mkdtempSync(join(tmpdir(), 'membrane-home-'));
+  return isolatedHome;
+}
+
+/** The environment without any MEMBRANE_* or CAPI_* setting of the caller's shell, with an isolated HOME. */
 export function cleanEnv(): NodeJS.ProcessEnv {
-  return Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('MEMBRANE_')));
+  return {
+    ...Object.fromEntries(Object.entries(process.env).filter(([name]) => !name.startsWith('MEMBRANE_') && !name.startsWith('CAPI_'))),
+    HOME: testHome(),
+  };
 }
 
 export interface ServerProcess {

@@ -1,0 +1,501 @@
+/**
+ * `capi`: the client CLI, with the original capability.io CLI's commands,
+ * flags, conflicts and implications, over Membrane's SDK.
+ *
+ * Output is human-readable by default and JSON with `--json`. Exit codes:
+ * 0 success, 1 failure (including an error answer), 2 usage error. Errors
+ * are one line on stderr.
+ */
+import { createReadStream, readFileSync } from 'node:fs';
+import { STATUS_CODES } from 'node:http';
+import type { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import yargs, { type Argv } from 'yargs';
+import { Membrane } from '../sdk/membrane.js';
+import { request, type ClientOptions } from '../sdk/client.js';
+import { InvalidCapabilityError, MembraneConnectionError, MembraneHttpError } from '../sdk/errors.js';
+import { parseCapabilityUri } from '../token.js';
+import type { HmacConfig, MembraneView, QueryResult, TlsConfig, UriExportConfig } from '../wire.js';
+import { ProfileStore, type MembraneCredentials } from './profile-store.js';
+
+const VERSION = '0.1.0';
+
+class UsageError extends Error {}
+class CommandError extends Error {}
+
+export interface Io {
+  stdin: NodeJS.ReadableStream;
+  stdout: NodeJS.WritableStream;
+  stderr: NodeJS.WritableStream;
+}
+
+const SECRET_HELP = `Secrets stay out of shell history: every flag can also come from an environment
+variable CAPI_<FLAG> (for example CAPI_AWS4_HMAC_SHA256_SECRET_ACCESS_KEY,
+CAPI_CAP1_HMAC_SHA512_KEY, CAPI_TLS_KEY, CAPI_CAPABILITY), and the value of a
+capability, key or certificate flag may be @FILE (read from FILE) or @- (read
+from standard input), for example --tls-key @client.key.`;
+
+const AWS_FLAGS = [
+  'aws4-hmac-sha256-aws-access-key-id',
+  'aws4-hmac-sha256-region',
+  'aws4-hmac-sha256-service',
+  'aws4-hmac-sha256-secret-access-key',
+] as const;
+const CAP1_FLAGS = ['cap1-hmac-sha512-key', 'cap1-hmac-sha512-key-id'] as const;
+const URI_OPTION_FLAGS = ['allow-query', 'header', 'method', 'timeout-ms', 'tls-ca', 'tls-cert', 'tls-key', 'tls-reject-unauthorized'] as const;
+
+type Args = Record<string, unknown> & { _: (string | number)[] };
+type Selected = { command: string; args: Args };
+
+export async function main(argv: readonly string[], io: Io = process): Promise<number> {
+  const print = (text: string): void => void io.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+  try {
+    const selected = await parse(argv, io);
+    if (selected === undefined) return 0;
+    return await run(selected, io, print);
+  } catch (error) {
+    io.stderr.write(`capi: ${describe(error)}\n`);
+    return error instanceof UsageError || error instanceof InvalidCapabilityError ? 2 : 1;
+  }
+}
+
+function describe(error: unknown): string {
+  if (error instanceof MembraneHttpError) return `${error.status} ${error.error}: ${error.message}`;
+  if (error instanceof MembraneConnectionError) return error.message;
+  return ((error as Error).message ?? String(error)).replace(/\s*\n\s*/g, ' ');
+}
+
+async function parse(argv: readonly string[], io: Io): Promise<Selected | undefined> {
+  let selected: Selected | undefined;
+  const select = (command: string) => (args: unknown) => {
+    selected = { command, args: args as Args };
+  };
+  let stdinUsed = false;
+  const readValue = (flag: string) => (value: unknown) => {
+    if (typeof value !== 'string' || !value.startsWith('@')) return value;
+    const path = value.slice(1);
+    if (path === '-') {
+      if (stdinUsed) throw new UsageError(`--${flag}: only one value can be read from standard input`);
+      stdinUsed = true;
+    }
+    try {
+      return readFileSync(path === '-' ? 0 : path, 'utf8').replace(/\r?\n$/, '');
+    } catch (error) {
+      throw new UsageError(`--${flag}: cannot read ${path === '-' ? 'standard input' : path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+    }
+  };
+  const capabilityValue = (flag: string) => (value: unknown) => {
+    const text = readValue(flag)(value);
+    if (text === undefined) return undefined;
+    if (typeof text !== 'string' || parseCapabilityUri(text) === undefined) {
+      throw new UsageError(`--${flag} is not a capability URI (cpblty://AUTHORITY/#CPBLTY1-…)`);
+    }
+    return text;
+  };
+  const connection = (y: Argv): Argv =>
+    y
+      .option('address', { type: 'string', requiresArg: true, describe: 'Base URL of the Membrane service (default: the profile’s, else https://AUTHORITY)' })
+      .option('ca', { type: 'string', requiresArg: true, describe: 'PEM file of certificate authorities to trust (default: the profile’s)' })
+      .option('trustedCA-file-path', { type: 'string', requiresArg: true, describe: 'JSON file mapping authorities to PEM CAs (original CLI)' });
+
+  const parser = yargs([...argv])
+    .scriptName('capi')
+    .usage('$0 <command> [options]\n\nClient of the Membrane capability service.')
+    .env('CAPI')
+    .option('profile', { type: 'string', default: 'default', requiresArg: true, describe: 'Capability profile to use' })
+    .option('json', { type: 'boolean', default: false, describe: 'Print JSON for scripts' })
+    .command(
+      'config',
+      'Set a profile’s capabilities and service address, or show the profile',
+      (y) =>
+        y
+          .option('create', { type: 'string', requiresArg: true, coerce: capabilityValue('create'), describe: 'The tenant’s create capability' })
+          .option('query', { type: 'string', requiresArg: true, coerce: capabilityValue('query'), describe: 'The tenant’s query capability' })
+          .option('delete-self', { type: 'string', requiresArg: true, coerce: capabilityValue('delete-self'), describe: 'The tenant’s deleteSelf capability' })
+          .option('address', { type: 'string', requiresArg: true, describe: 'Base URL of the Membrane service, e.g. http://localhost:8080' })
+          .option('ca', { type: 'string', requiresArg: true, describe: 'PEM file of certificate authorities to trust' })
+          .epilogue(SECRET_HELP),
+      select('config'),
+    )
+    .command('profiles', 'List profiles', (y) => y, select('profiles'))
+    .command('membrane', 'Membrane service operations', (y) =>
+      connection(y)
+        .option('capability', { type: 'string', requiresArg: true, coerce: capabilityValue('capability'), describe: 'Capability to use (default: the profile’s)' })
+        .command('create', 'Create a membrane', (c) => c.option('id', { type: 'string', demandOption: true, requiresArg: true, describe: 'Membrane id' }), select('membrane create'))
+        .command('export', 'Export a capability through a membrane (--capability: its export capability)', exportOptions, select('membrane export'))
+        .command(
+          'query',
+          'Query membranes',
+          (c) =>
+            c
+              .option('id', { type: 'string', requiresArg: true, describe: 'Membrane id to query for' })
+              .option('last-id', { type: 'string', requiresArg: true, describe: 'Id of the last membrane of the previous page' })
+              .option('limit', {
+                type: 'string',
+                requiresArg: true,
+                describe: 'Limit number of results (1 to 1000)',
+                coerce: (value: string) => {
+                  if (!/^[0-9]+$/.test(value) || Number(value) <= 0) throw new UsageError('--limit must be a whole number greater than 0');
+                  return Number(value);
+                },
+              })
+              .option('all', { type: 'boolean', default: undefined, describe: 'Every page, not just the first', conflicts: 'last-id' }),
+          select('membrane query'),
+        )
+        .command('revoke', 'Revoke a membrane (--capability: its revoke capability)', (c) => c, select('membrane revoke'))
+        .command('delete-self', 'Revoke every membrane of the tenant', (c) => c, select('membrane delete-self'))
+        .demandCommand(1, 'a membrane command is required: create, export, query, revoke or delete-self')
+        .epilogue(SECRET_HELP),
+    )
+    .command(
+      'invoke <capability>',
+      'Invoke a capability: the body goes to stdout, the status to stderr',
+      (y) =>
+        connection(y)
+          .positional('capability', { type: 'string', coerce: capabilityValue('capability'), describe: 'The capability to invoke' })
+          .option('method', { type: 'string', requiresArg: true, describe: 'HTTP method (default GET, or POST with --data)' })
+          .option('header', { type: 'string', requiresArg: true, describe: 'Header to send, "Name: value" (repeatable)' })
+          .option('data', { type: 'string', requiresArg: true, describe: 'Body: STRING, @FILE, or @- for standard input' })
+          .option('query', { type: 'string', requiresArg: true, describe: 'Query string to send (used when the capability allows it)' })
+          .epilogue(SECRET_HELP),
+      select('invoke'),
+    )
+    .demandCommand(1, 'a command is required: config, profiles, membrane or invoke')
+    .epilogue(SECRET_HELP)
+    .strict()
+    .help()
+    .alias('help', 'h')
+    .version(VERSION)
+    .wrap(Math.min(100, (io.stdout as { columns?: number }).columns ?? 100))
+    .exitProcess(false)
+    .fail((message, error) => {
+      if (error instanceof UsageError) throw error;
+      // Keep yargs' lists of failures on one line, comma-separated ("a -> b, a -> c").
+      const text = (message ?? error?.message ?? 'invalid arguments')
+        .replace(/\s*\n\s*/g, ' ')
+        .replace(/(\S) (?=[\w-]+ -> )/g, '$1, ')
+        .replace(/:, /, ': ');
+      throw new UsageError(text);
+    });
+
+  function exportOptions(c: Argv): Argv {
+    const others = (flags: readonly string[], self: string): string[] => flags.filter((flag) => flag !== self);
+    let y = c
+      .option('uri', { type: 'string', requiresArg: true, conflicts: 'capability-to-export', describe: 'Fully qualified URI of the target' })
+      .option('capability-to-export', {
+        type: 'string',
+        requiresArg: true,
+        coerce: capabilityValue('capability-to-export'),
+        conflicts: ['uri', ...URI_OPTION_FLAGS, ...AWS_FLAGS, 'aws4-hmac-sha256-session-token', ...CAP1_FLAGS],
+        describe: 'Existing capability to re-export through the membrane',
+      })
+      .option('allow-query', { type: 'boolean', default: undefined, describe: 'Append the requester’s query string' })
+      .option('header', { type: 'string', requiresArg: true, implies: 'uri', describe: 'Header to include, "Name: value" (repeatable)' })
+      .option('method', { type: 'string', requiresArg: true, implies: 'uri', describe: 'HTTP method to use' })
+      .option('timeout-ms', { type: 'string', requiresArg: true, implies: 'uri', describe: 'Idle timeout toward the target, ms' })
+      .option('tls-ca', { type: 'string', requiresArg: true, implies: 'uri', coerce: readValue('tls-ca'), describe: 'PEM CAs that replace the default trust store' })
+      .option('tls-cert', { type: 'string', requiresArg: true, implies: 'uri', coerce: readValue('tls-cert'), describe: 'PEM client certificate' })
+      .option('tls-key', { type: 'string', requiresArg: true, implies: 'uri', coerce: readValue('tls-key'), describe: 'PEM client private key' })
+      .option('tls-reject-unauthorized', { type: 'boolean', default: undefined, describe: 'Verify the target’s certificate (--no-tls-reject-unauthorized: do not)' });
+    for (const flag of AWS_FLAGS) {
+      y = y.option(flag, {
+        type: 'string',
+        requiresArg: true,
+        conflicts: [...CAP1_FLAGS],
+        implies: others(AWS_FLAGS, flag),
+        coerce: flag === 'aws4-hmac-sha256-secret-access-key' ? readValue(flag) : undefined,
+        describe: `AWS4-HMAC-SHA256 ${flag.slice('aws4-hmac-sha256-'.length).replace(/-/g, ' ')}`,
+      });
+    }
+    y = y.option('aws4-hmac-sha256-session-token', {
+      type: 'string',
+      requiresArg: true,
+      conflicts: [...CAP1_FLAGS],
+      implies: [...AWS_FLAGS],
+      coerce: readValue('aws4-hmac-sha256-session-token'),
+      describe: 'AWS4-HMAC-SHA256 session token (temporary credentials)',
+    });
+    for (const flag of CAP1_FLAGS) {
+      y = y.option(flag, {
+        type: 'string',
+        requiresArg: true,
+        conflicts: [...AWS_FLAGS, 'aws4-hmac-sha256-session-token'],
+        implies: others(CAP1_FLAGS, flag),
+        coerce: flag === 'cap1-hmac-sha512-key' ? readValue(flag) : undefined,
+        describe: flag === 'cap1-hmac-sha512-key' ? 'CAP1-HMAC-SHA512 key (base64url)' : 'CAP1-HMAC-SHA512 key id',
+      });
+    }
+    return y.epilogue(SECRET_HELP).check((args) => {
+      // yargs counts an absent boolean as present for `implies`; these two are checked here.
+      for (const flag of ['allow-query', 'tls-reject-unauthorized']) {
+        if (args[flag] !== undefined && args.uri === undefined && args['capability-to-export'] === undefined) {
+          throw new UsageError(`Implications failed: ${flag} -> uri`);
+        }
+      }
+      if (args.uri === undefined && args['capability-to-export'] === undefined) {
+        throw new UsageError('one of --uri or --capability-to-export is required');
+      }
+      return true;
+    });
+  }
+
+  await parser.parseAsync();
+  return selected;
+}
+
+async function run({ command, args }: Selected, io: Io, print: (text: string) => void): Promise<number> {
+  const store = new ProfileStore();
+  const profile = String(args.profile);
+  const json = args.json === true;
+  switch (command) {
+    case 'config':
+      return config(store, profile, args, json, print);
+    case 'profiles': {
+      const names = await store.profiles();
+      print(json ? JSON.stringify(names) : names.join('\n'));
+      return 0;
+    }
+    case 'invoke':
+      return invoke(args, await clientOptions(store, profile, args, String(args.capability)), io);
+  }
+  const capability = await capabilityFor(store, profile, command, args);
+  const client = new Membrane(await clientOptions(store, profile, args, capability));
+  switch (command) {
+    case 'membrane create': {
+      const view = await client.create(capability, { id: String(args.id) });
+      print(json ? JSON.stringify(view) : formatMembranes([view]));
+      return 0;
+    }
+    case 'membrane export': {
+      const result = await client.export(capability, exportConfig(args));
+      print(json ? JSON.stringify(result) : result.capability);
+      return 0;
+    }
+    case 'membrane query': {
+      const query = { id: optional(args.id), lastId: optional(args['last-id']), limit: args.limit as number | undefined };
+      if (args.all === true) {
+        const membranes: MembraneView[] = [];
+        for await (const view of client.queryAll(capability, query)) membranes.push(view);
+        print(json ? JSON.stringify({ membranes, completed: true }) : formatMembranes(membranes));
+        return 0;
+      }
+      const result: QueryResult = await client.query(capability, query);
+      if (json) print(JSON.stringify(result));
+      else {
+        const more = result.completed ? '' : `\n(more: capi membrane query --last-id ${shellQuote(result.membranes.at(-1)?.id ?? '')})`;
+        print((formatMembranes(result.membranes) || '(no membranes)') + more);
+      }
+      return 0;
+    }
+    case 'membrane revoke':
+      await client.revoke(capability);
+      print(json ? JSON.stringify({ statusCode: 202, message: 'Accepted' }) : 'revoked: the membrane and everything exported through it');
+      return 0;
+    case 'membrane delete-self':
+      await client.deleteSelf(capability);
+      print(json ? JSON.stringify({ statusCode: 202, message: 'Accepted' }) : 'deleted: every membrane of the tenant is revoked, and its root capabilities are dead');
+      return 0;
+  }
+  throw new UsageError(`unknown command ${command}`);
+}
+
+const optional = (value: unknown): string | undefined => (value === undefined ? undefined : String(value));
+
+function shellQuote(text: string): string {
+  return /^[\w./:-]+$/.test(text) ? text : `'${text.replace(/'/g, `'\\''`)}'`;
+}
+
+function formatMembranes(views: readonly MembraneView[]): string {
+  return views.map((view) => `${view.id}\n  export: ${view.capabilities.export}\n  revoke: ${view.capabilities.revoke}`).join('\n');
+}
+
+/** Which of a profile's capabilities each command uses when --capability is not given. */
+const PROFILE_CAPABILITY: Record<string, keyof MembraneCredentials | undefined> = {
+  'membrane create': 'create',
+  'membrane query': 'query',
+  'membrane delete-self': 'deleteSelf',
+  'membrane export': undefined,
+  'membrane revoke': undefined,
+};
+
+async function capabilityFor(store: ProfileStore, profile: string, command: string, args: Args): Promise<string> {
+  if (typeof args.capability === 'string') return args.capability;
+  const name = PROFILE_CAPABILITY[command];
+  if (name === undefined) {
+    const which = command === 'membrane export' ? 'export' : 'revoke';
+    throw new UsageError(`--capability is required: the membrane's ${which} capability (capi membrane create prints it)`);
+  }
+  const capability = (await store.credentials(profile))[name];
+  if (capability === undefined) {
+    throw new CommandError(`no membrane "${name}" capability in profile "${profile}"; set one with capi config --profile ${profile} --${name === 'deleteSelf' ? 'delete-self' : name} CAPABILITY`);
+  }
+  return capability;
+}
+
+async function clientOptions(store: ProfileStore, profile: string, args: Args, capability: string): Promise<ClientOptions> {
+  const settings = await store.settings(profile);
+  const address = optional(args.address) ?? settings.address;
+  if (address !== undefined) checkAddress(address, args.address !== undefined ? '--address' : `the address of profile "${profile}"`);
+  let ca: string | undefined;
+  if (args.ca !== undefined) ca = readPem(String(args.ca), '--ca');
+  else if (args['trustedCA-file-path'] !== undefined) {
+    const path = String(args['trustedCA-file-path']);
+    let trusted: unknown;
+    try {
+      trusted = JSON.parse(readFileSync(path, 'utf8'));
+    } catch {
+      throw new UsageError(`--trustedCA-file-path: ${path} is not a readable JSON file`);
+    }
+    const authority = parseCapabilityUri(capability)?.authority ?? '';
+    const entry = (trusted as Record<string, unknown>)[authority];
+    if (typeof entry === 'string') ca = entry;
+  } else if (settings.ca !== undefined) ca = readPem(settings.ca, `the CA file of profile "${profile}"`);
+  return { ...(address === undefined ? {} : { address }), ...(ca === undefined ? {} : { ca }) };
+}
+
+function checkAddress(address: string, what: string): void {
+  let url: URL;
+  try {
+    url = new URL(address);
+  } catch {
+    throw new UsageError(`${what} is not a URL (e.g. http://localhost:8080)`);
+  }
+  if ((url.protocol !== 'http:' && url.protocol !== 'https:') || url.pathname !== '/' || url.search !== '' || url.hash !== '' || url.username !== '') {
+    throw new UsageError(`${what} must be an http or https base URL, such as https://membrane.example.com`);
+  }
+}
+
+function readPem(path: string, what: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new UsageError(`${what}: cannot read ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
+/** "Name: value" (split at the first colon), several as an array. */
+function parseHeaders(value: unknown): Record<string, string> | undefined {
+  if (value === undefined) return undefined;
+  const headers: Record<string, string> = Object.create(null) as Record<string, string>;
+  for (const header of ([] as unknown[]).concat(value)) {
+    const text = String(header);
+    const colon = text.indexOf(':');
+    const name = colon === -1 ? '' : text.slice(0, colon).trim();
+    if (colon === -1 || name === '') throw new UsageError(`--header "${text}" is not "Name: value"`);
+    headers[name] = text.slice(colon + 1).trim();
+  }
+  return { ...headers };
+}
+
+function exportConfig(args: Args): UriExportConfig | { capability: string } {
+  if (typeof args['capability-to-export'] === 'string') return { capability: args['capability-to-export'] };
+  const config: UriExportConfig = { uri: String(args.uri) };
+  if (args.method !== undefined) config.method = String(args.method);
+  const headers = parseHeaders(args.header);
+  if (headers !== undefined) config.headers = headers;
+  if (args['allow-query'] !== undefined) config.allowQuery = args['allow-query'] === true;
+  if (args['timeout-ms'] !== undefined) {
+    const text = String(args['timeout-ms']);
+    if (!/^-?[0-9]+$/.test(text)) throw new UsageError('--timeout-ms must be a whole number of milliseconds');
+    config.timeoutMs = Number(text);
+  }
+  const tls: TlsConfig = {};
+  if (args['tls-ca'] !== undefined) tls.ca = String(args['tls-ca']);
+  if (args['tls-cert'] !== undefined) tls.cert = String(args['tls-cert']);
+  if (args['tls-key'] !== undefined) tls.key = String(args['tls-key']);
+  if (args['tls-reject-unauthorized'] !== undefined) tls.rejectUnauthorized = args['tls-reject-unauthorized'] === true;
+  if (Object.keys(tls).length > 0) config.tls = tls;
+  let hmac: HmacConfig | undefined;
+  if (args['aws4-hmac-sha256-aws-access-key-id'] !== undefined) {
+    hmac = {
+      'aws4-hmac-sha256': {
+        awsAccessKeyId: String(args['aws4-hmac-sha256-aws-access-key-id']),
+        secretAccessKey: String(args['aws4-hmac-sha256-secret-access-key']),
+        region: String(args['aws4-hmac-sha256-region']),
+        service: String(args['aws4-hmac-sha256-service']),
+        ...(args['aws4-hmac-sha256-session-token'] === undefined ? {} : { sessionToken: String(args['aws4-hmac-sha256-session-token']) }),
+      },
+    };
+  } else if (args['cap1-hmac-sha512-key'] !== undefined) {
+    hmac = { 'cap1-hmac-sha512': { key: String(args['cap1-hmac-sha512-key']), keyId: String(args['cap1-hmac-sha512-key-id']) } };
+  }
+  if (hmac !== undefined) config.hmac = hmac;
+  return config;
+}
+
+async function config(store: ProfileStore, profile: string, args: Args, json: boolean, print: (text: string) => void): Promise<number> {
+  const capabilities: MembraneCredentials = {
+    create: optional(args.create),
+    query: optional(args.query),
+    deleteSelf: optional(args['delete-self']),
+  };
+  const settings = { address: optional(args.address), ca: optional(args.ca) };
+  if (settings.address !== undefined) checkAddress(settings.address, '--address');
+  if (settings.ca !== undefined) readPem(settings.ca, '--ca');
+  const changing = Object.values(capabilities).some((value) => value !== undefined);
+  if (changing) await store.setCredentials(profile, capabilities);
+  if (settings.address !== undefined || settings.ca !== undefined) await store.setSettings(profile, settings);
+
+  const saved = await store.credentials(profile);
+  const current = await store.settings(profile);
+  const preview = (capability: string | undefined): string => (capability === undefined ? '(none)' : `(...${capability.slice(-5)})`);
+  const view = {
+    profile,
+    membrane: {
+      ...(current.address === undefined ? {} : { address: current.address }),
+      ...(current.ca === undefined ? {} : { ca: current.ca }),
+      capabilities: { create: preview(saved.create), query: preview(saved.query), deleteSelf: preview(saved.deleteSelf) },
+    },
+  };
+  if (json) print(JSON.stringify(view));
+  else {
+    print(
+      [
+        `profile: ${profile}`,
+        `address: ${current.address ?? '(https://AUTHORITY of each capability)'}`,
+        `ca: ${current.ca ?? '(system trust store)'}`,
+        `create: ${view.membrane.capabilities.create}`,
+        `query: ${view.membrane.capabilities.query}`,
+        `deleteSelf: ${view.membrane.capabilities.deleteSelf}`,
+      ].join('\n'),
+    );
+  }
+  return 0;
+}
+
+async function invoke(args: Args, options: ClientOptions, io: Io): Promise<number> {
+  const data = args.data === undefined ? undefined : String(args.data);
+  let body: string | Readable | undefined;
+  if (data !== undefined) {
+    if (data === '@-') body = io.stdin as Readable;
+    else if (data.startsWith('@')) {
+      const path = data.slice(1);
+      const stream = createReadStream(path);
+      await new Promise<void>((resolve, reject) => {
+        stream.once('open', () => resolve());
+        stream.once('error', (error: NodeJS.ErrnoException) => reject(new UsageError(`--data: cannot read ${path} (${error.code ?? 'error'})`)));
+      });
+      body = stream;
+    } else body = data;
+  }
+  const response = await request(String(args.capability), {
+    ...options,
+    method: optional(args.method) ?? (body === undefined ? 'GET' : 'POST'),
+    headers: parseHeaders(args.header),
+    body: body ?? null,
+    ...(args.query === undefined ? {} : { query: String(args.query).replace(/^\?/, '') }),
+  });
+  const status = response.status;
+  io.stderr.write(
+    args.json === true
+      ? `${JSON.stringify({ status, headers: response.headers })}\n`
+      : `${status} ${STATUS_CODES[status] ?? ''}`.trimEnd() + '\n',
+  );
+  try {
+    await pipeline(response.body, io.stdout, { end: false });
+  } catch (error) {
+    throw new CommandError(`the answer broke off: ${(error as Error).message}`);
+  }
+  return status < 400 ? 0 : 1;
+}
+

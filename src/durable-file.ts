@@ -1,0 +1,29 @@
+/** Small helpers for files that must survive a crash whole or not at all. */
+import { randomBytes } from 'node:crypto';
+import { closeSync, fsyncSync, openSync, writeSync } from 'node:fs';
+
+/**
+ * Writes `data` to a new file (mode 0600) next to `path`, flushed to disk,
+ * and returns its name; the caller links or renames it into place.
+ */
+export function writeTemporary(path: string, data: string): string {
+  const temporary = `${path}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`;
+  const fd = openSync(temporary, 'wx', 0o600);
+  try {
+    writeSync(fd, data);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  return temporary;
+}
+
+/** Makes a change of a directory's entries (a new, renamed or linked file) durable. */
+export function syncDirectory(dir: string): void {
+  const fd = openSync(dir, 'r');
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
