@@ -34,10 +34,10 @@ export interface ParsedCapabilityUri {
   token: string;
 }
 
-/** Parses `cpblty://AUTHORITY/#TOKEN`; undefined for anything else. */
+/** Parses `cpblty://AUTHORITY/#TOKEN` (AUTHORITY being host[:port]); undefined for anything else. */
 export function parseCapabilityUri(uri: string): ParsedCapabilityUri | undefined {
   const match = URI_PATTERN.exec(uri);
-  if (match === null) return undefined;
+  if (match === null || !isAuthority(match[1]!)) return undefined;
   return { authority: match[1]!, token: match[2]! };
 }
 
@@ -48,10 +48,17 @@ const AUTHORITY_PATTERN = /^(?:[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A
  * bracketed IPv6 address, optional port 1-65535) and returns it unchanged.
  */
 export function validateAuthority(authority: string): string {
-  const match = AUTHORITY_PATTERN.exec(authority);
-  const port = match?.[1];
-  if (match === null || (port !== undefined && (Number(port) < 1 || Number(port) > 65535))) {
-    throw new Error(`authority "${authority}" is not host[:port]`);
-  }
+  if (!isAuthority(authority)) throw new Error(`authority "${authority}" is not host[:port]`);
   return authority;
+}
+
+function isAuthority(text: string): boolean {
+  const match = AUTHORITY_PATTERN.exec(text);
+  const port = match?.[1];
+  return match !== null && (port === undefined || (Number(port) >= 1 && Number(port) <= 65535));
+}
+
+/** Replaces every token in a text (an error message quoting arguments, say) with `CPBLTY1-…`. */
+export function redactTokens(text: string): string {
+  return text.replace(/CPBLTY1-[A-Za-z0-9_-]+/g, 'CPBLTY1-…');
 }

@@ -422,11 +422,97 @@ describe('capi invoke', () => {
   });
 });
 
+describe('capi hardening', () => {
+  test('CAPI_* secret variables stand in only where their flag belongs', async () => {
+    const env = {
+      CAPI_AWS4_HMAC_SHA256_SECRET_ACCESS_KEY: 'x',
+      CAPI_AWS4_HMAC_SHA256_SESSION_TOKEN: 'y',
+      CAPI_CAP1_HMAC_SHA512_KEY: 'a2V5',
+      CAPI_TLS_KEY: 'pem',
+      CAPI_UNRELATED: 'z',
+    };
+    succeeded(await capi(['membrane', 'create', '--id', 'env-1'], env));
+    succeeded(await capi(['profiles'], env));
+    const m = await exportCapability('env-2');
+    const plain = succeeded(await capi(['membrane', 'export', '--capability', m.export, '--uri', `${target.url}/env`], env)).trim();
+    succeeded(await capi(['membrane', 'export', '--capability', m.export, '--capability-to-export', plain], env));
+    succeeded(await capi(['invoke', plain], env));
+    // CAPI_CAPABILITY stands in for --capability of the membrane commands.
+    const viaEnv = JSON.parse(succeeded(await capi(['membrane', 'export', '--json', '--uri', `${target.url}/env2`], { CAPI_CAPABILITY: m.export })));
+    assert.match(viaEnv.capability, URI);
+    failed(await capi(['membrane', 'revoke'], { CAPI_CAPABILITY: 'not a capability' }), 2, /--capability is not a capability URI/);
+  });
+
+  test('a profile’s address is used only for capabilities of the profile’s own service', async () => {
+    const isolated = await freshHome();
+    const roots = bannerRoots(server.stdout())!;
+    succeeded(await runCapi(['config', '--create', roots.create, '--address', server.url], { HOME: isolated }));
+    const seen: string[] = [];
+    const listener = await startTarget({ respond: (req, res) => { seen.push(String(req.headers.authorization)); res.end('{}'); } });
+    cleanup.push(() => listener.close());
+    // A capability of another service (another authority) is not sent to the profile's address.
+    const foreign = `cpblty://127.0.0.1:${listener.port}/#CPBLTY1-${'F'.repeat(86)}`;
+    const result = await runCapi(['invoke', foreign], { HOME: isolated });
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /no answer from https:\/\/127\.0\.0\.1:\d+/);
+    assert.deepEqual(seen, []);
+    // One of its own is.
+    succeeded(await runCapi(['membrane', 'create', '--id', 'own-authority'], { HOME: isolated }));
+  });
+
+  test('membrane init saves https for any authority but loopback', async () => {
+    const cases: [string, string][] = [
+      ['membrane.example.com', 'https://membrane.example.com'],
+      ['10.0.0.5:8080', 'https://10.0.0.5:8080'],
+      ['localhost:8080', 'http://localhost:8080'],
+      ['127.0.0.2:9', 'http://127.0.0.2:9'],
+      ['[::1]:8080', 'http://[::1]:8080'],
+    ];
+    for (const [authority, address] of cases) {
+      const isolated = await freshHome();
+      const dataDir = await tempDir();
+      cleanup.push(() => rm(dataDir, { recursive: true, force: true }));
+      assert.equal((await runMembrane(['init', '--data-dir', dataDir, '--authority', authority], { HOME: isolated })).code, 0);
+      assert.equal(JSON.parse(succeeded(await runCapi(['config', '--json'], { HOME: isolated }))).membrane.address, address, authority);
+    }
+  });
+
+  test('tokens are never echoed in usage errors', async () => {
+    const token = bannerRoots(server.stdout())!.query;
+    const result = await capi(['membrane', 'revoke', token]);
+    assert.equal(result.code, 2);
+    assert.ok(!result.stderr.includes(token.slice(token.indexOf('#') + 9)), result.stderr);
+    assert.match(result.stderr, /CPBLTY1-…/);
+    const membraneResult = await runMembrane(['init', token]);
+    assert.equal(membraneResult.code, 2);
+    assert.ok(!membraneResult.stderr.includes(token.slice(token.indexOf('#') + 9)), membraneResult.stderr);
+  });
+
+  test('repeated header names are refused, methods are upper-cased, standard input is read once', async () => {
+    const m = await exportCapability('strict');
+    failed(await capi(['membrane', 'export', '--capability', m.export, '--uri', `${target.url}/x`, '--header', 'X-A: 1', '--header', 'x-a: 2']), 2, /--header x-a is given twice/);
+    const lower = succeeded(await capi(['membrane', 'export', '--capability', m.export, '--uri', `${target.url}/x`, '--method', 'patch'])).trim();
+    assert.equal(JSON.parse(succeeded(await capi(['invoke', lower, '--method', 'get']))).method, 'PATCH');
+    failed(await capi(['invoke', '@-', '--data', '@-'], {}, `${lower}
+`), 2, /--data: only one value can be read from standard input/);
+  });
+
+  test('invoke exits 0 only for a 2xx answer', async () => {
+    const redirecting = await startTarget({ respond: (_req, res) => res.writeHead(302, { location: '/elsewhere' }).end() });
+    cleanup.push(() => redirecting.close());
+    const capability = succeeded(await capi(['membrane', 'export', '--capability', (await exportCapability('redirect')).export, '--uri', `${redirecting.url}/r`])).trim();
+    const result = await capi(['invoke', capability]);
+    assert.equal(result.code, 1);
+    assert.equal(result.stderr, '302 Found\n');
+  });
+});
+
 describe('capi --help', () => {
   test('explains how secrets stay out of shell history', async () => {
     for (const args of [['--help'], ['membrane', 'export', '--help'], ['invoke', '--help'], ['config', '--help']]) {
       const out = succeeded(await capi(args));
       assert.match(out, /CAPI_AWS4_HMAC_SHA256_SECRET_ACCESS_KEY/);
+      assert.match(out, /CAPI_CAPABILITY/);
       assert.match(out, /@FILE/);
     }
   });

@@ -46,7 +46,7 @@ for (const transport of ['http', 'https'] as const) {
         body: 'hello',
       });
       assert.equal(echo.method, 'PUT');
-      assert.equal(echo.url, '/sdk?fixed=1&page=2&q=a+b');
+      assert.equal(echo.url, '/sdk?fixed=1&page=2&q=a%20b');
       assert.ok(echo.rawHeaders.includes('X-Injected') && echo.rawHeaders.includes('secret'));
       assert.ok(echo.rawHeaders.includes('x-from-caller'));
 
@@ -135,6 +135,26 @@ for (const transport of ['http', 'https'] as const) {
       }
     });
 
+    test('an answer other than the contract’s success (a redirect, a 204) is an error, not a silent success', async () => {
+      for (const [status, headers] of [[301, { location: 'https://elsewhere.example/' }], [204, {}], [200, { 'content-type': 'application/json' }]] as const) {
+        const impostor = await startTarget({ respond: (_req, res) => res.writeHead(status, headers).end(status === 200 ? '{"unexpected":true}' : undefined) });
+        try {
+          const wrong = new Membrane({ address: impostor.url });
+          for (const call of [
+            () => wrong.revoke(membrane.roots.query),
+            () => wrong.deleteSelf(membrane.roots.query),
+            () => wrong.create(membrane.roots.create, { id: 'x' }),
+            () => wrong.export(membrane.roots.create, { uri: 'https://x.example/' }),
+            () => wrong.query(membrane.roots.query),
+          ]) {
+            await assert.rejects(call(), (e: unknown) => e instanceof MembraneHttpError && e.status === status, `status ${status}`);
+          }
+        } finally {
+          await impostor.close();
+        }
+      }
+    });
+
     test('address overrides the authority', async () => {
       const viaAddress = new Membrane({ ...options, address: membrane.url });
       const bogus = membrane.roots.query.replace(/^cpblty:\/\/[^/]+\//, 'cpblty://unreachable.invalid:1/');
@@ -153,6 +173,10 @@ describe('SDK transport choices', () => {
     } finally {
       await membrane.stop();
     }
+  });
+
+  test('a capability URI whose authority is not host[:port] is refused', async () => {
+    await assert.rejects(requestReply(`cpblty://[::1/#CPBLTY1-${'A'.repeat(86)}`), InvalidCapabilityError);
   });
 
   test('verifyCap1 is exported by the SDK', () => {

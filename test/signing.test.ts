@@ -10,6 +10,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { request } from 'undici';
+import { requestReply } from '../src/sdk/client.js';
 import { verifyCap1 } from '../src/signing/cap1.js';
 import { call, tokenOf } from './helpers/client.js';
 import { startTestMembrane, type TestMembrane } from './helpers/membrane.js';
@@ -149,8 +150,13 @@ describe('AWS4-HMAC-SHA256 end to end', () => {
     assert.match(String(verdict.headers.authorization), /SignedHeaders=content-type;host;x-amz-content-sha256;x-amz-date,/);
   });
 
-  test('the requester cannot supply the signature’s own headers, and repeated headers are sent merged', async () => {
-    const capability = await membrane.control.export(exportCap, { uri: `${target.url}/s`, method: 'POST', hmac: aws('AKIDLAMBDA', 'execute-api') });
+  test('the requester cannot supply the signature’s own headers nor any x-amz-* header; repeated headers are sent merged', async () => {
+    const capability = await membrane.control.export(exportCap, {
+      uri: `${target.url}/s`,
+      method: 'POST',
+      headers: { 'X-Amz-Target': 'DynamoDB_20120810.GetItem' },
+      hmac: aws('AKIDLAMBDA', 'execute-api'),
+    });
     const verdict = await verdictOf(
       await call(membrane.url, capability, {
         body: 'x',
@@ -158,14 +164,39 @@ describe('AWS4-HMAC-SHA256 end to end', () => {
           'x-amz-date': '20000101T000000Z',
           'x-amz-security-token': 'forged',
           'x-amz-content-sha256': 'forged',
-          'x-amz-meta-tag': ['one', 'two'],
+          'x-amz-target': 'DynamoDB_20120810.DeleteTable',
+          'x-amz-copy-source': 'other-bucket/secret',
+          'x-amz-acl': 'public-read',
+          'x-repeat': ['one', 'two'],
+          cookie: ['a=1', 'b=2'],
         },
       }),
     );
     assert.notEqual(verdict.headers['x-amz-date'], '20000101T000000Z');
-    assert.equal(verdict.headers['x-amz-security-token'], undefined);
-    assert.equal(verdict.headers['x-amz-content-sha256'], undefined);
-    assert.equal(verdict.headers['x-amz-meta-tag'], 'one, two');
+    for (const dropped of ['x-amz-security-token', 'x-amz-content-sha256', 'x-amz-copy-source', 'x-amz-acl']) {
+      assert.equal(verdict.headers[dropped], undefined, dropped);
+    }
+    assert.equal(verdict.headers['x-amz-target'], 'DynamoDB_20120810.GetItem');
+    assert.equal(verdict.headers['x-repeat'], 'one, two');
+    assert.equal(verdict.headers.cookie, 'a=1; b=2');
+  });
+
+  test('S3: a key with characters URLs leave raw is sent exactly as it is signed', async () => {
+    for (const key of ["reports/a!b'c(d)*e", 'year=2024/part:1.json', 'sp%20ace/~tilde,comma;semi@at']) {
+      const capability = await membrane.control.export(exportCap, { uri: `${target.url}/bucket/${key}`, method: 'PUT', hmac: aws('AKIDS3', 's3') });
+      const verdict = await verdictOf(await call(membrane.url, capability, { body: 'x' }));
+      assert.equal(verdict.url, `/bucket/${key.split('/').map((segment) => encodeURIComponent(decodeURIComponent(segment)).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`)).join('/')}`);
+    }
+  });
+
+  test('the SDK’s query objects (spaces as %20) pass the AWS signer’s checks', async () => {
+    const capability = await membrane.control.export(exportCap, { uri: `${target.url}/sdk-query`, allowQuery: true, hmac: aws('AKIDLAMBDA', 'execute-api') });
+    const options = { scheme: 'http' as const, address: membrane.url };
+    for (const query of [{ name: 'a b', plus: '1+1' }, new URLSearchParams({ q: 'hello world' })]) {
+      const verdict = await requestReply<Verdict>(capability, { ...options, query });
+      assert.equal(verdict.ok, true);
+      assert.doesNotMatch(verdict.url, /\+/);
+    }
   });
 
   test('the target’s oracle refuses a signature made with another secret', async () => {
@@ -244,7 +275,16 @@ describe('CAP1-HMAC-SHA512 end to end', () => {
     assert.equal(verdict.url, `/orders/a%20b?fixed=1&${new URL("/?b=2&a=1&flag&sp%20ace=x+y&(*)=!'", 'http://client.invalid').search.slice(1)}`);
     assert.equal(verdict.headers['x-repeat'], '1, 2');
     assert.notEqual(verdict.headers['x-cap-date'], '20000101T000000Z');
-    assert.match(String(verdict.headers.authorization), /^CAP1-HMAC-SHA512 Credential=membrane-1\/\d{8}\/127\.0\.0\.1:\d+\/cap1_request,SignedHeaders=[^,]*content-length;content-type;host;[^,]*x-api-version;x-cap-date;x-repeat,Signature=/);
+    assert.match(String(verdict.headers.authorization), /^CAP1-HMAC-SHA512 Credential=membrane-1\/\d{8}\/127\.0\.0\.1:\d+\/cap1_request,SignedHeaders=[^,]*content-type;host;[^,]*x-api-version;x-cap-date;x-repeat,Signature=/);
+    assert.doesNotMatch(String(verdict.headers.authorization), /content-length/);
+  });
+
+  test('methods without a body verify even when the requester sends Content-Length: 0', async () => {
+    const capability = await membrane.control.export(exportCap, { uri: `${target.url}/no-body`, hmac: cap1 });
+    for (const method of ['GET', 'DELETE', 'OPTIONS', 'HEAD', 'POST']) {
+      const result = await call(membrane.url, capability, { method, headers: { 'content-length': '0' } });
+      assert.equal(result.status, 200, `${method}: ${result.text}`);
+    }
   });
 
   test('a streamed body is not buffered: larger than the signed-body limit, it passes', async () => {

@@ -2,7 +2,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import { test } from 'node:test';
-import { capabilityUri, generateToken, hashToken, isWellFormedToken, parseCapabilityUri, validateAuthority } from '../src/token.js';
+import { capabilityUri, generateToken, hashToken, isWellFormedToken, parseCapabilityUri, redactTokens, validateAuthority } from '../src/token.js';
 
 test('tokens are CPBLTY1- and 86 base64url characters of 64 random bytes, all distinct', () => {
   const tokens = new Set(Array.from({ length: 1000 }, generateToken));
@@ -43,9 +43,17 @@ test('capability URIs round-trip, and anything else is refused', () => {
     `cpblty://local host/#${token}`,
     `cpblty://localhost/#${token}x`,
     `cpblty://localhost/#${token}\n`,
+    `cpblty://[::1/#${token}`,
+    `cpblty://host:99999/#${token}`,
+    `cpblty://-bad/#${token}`,
   ]) {
     assert.equal(parseCapabilityUri(bad), undefined, bad);
   }
+});
+
+test('redactTokens hides every token in a text', () => {
+  const token = generateToken();
+  assert.equal(redactTokens(`Unknown argument: cpblty://x/#${token} and ${token}`), 'Unknown argument: cpblty://x/#CPBLTY1-… and CPBLTY1-…');
 });
 
 test('authorities are host[:port]', () => {

@@ -14,7 +14,7 @@ import yargs, { type Argv } from 'yargs';
 import { Membrane } from '../sdk/membrane.js';
 import { request, type ClientOptions } from '../sdk/client.js';
 import { InvalidCapabilityError, MembraneConnectionError, MembraneHttpError } from '../sdk/errors.js';
-import { parseCapabilityUri } from '../token.js';
+import { parseCapabilityUri, redactTokens } from '../token.js';
 import type { HmacConfig, MembraneView, QueryResult, TlsConfig, UriExportConfig } from '../wire.js';
 import { ProfileStore, type MembraneCredentials } from './profile-store.js';
 
@@ -29,11 +29,34 @@ export interface Io {
   stderr: NodeJS.WritableStream;
 }
 
-const SECRET_HELP = `Secrets stay out of shell history: every flag can also come from an environment
-variable CAPI_<FLAG> (for example CAPI_AWS4_HMAC_SHA256_SECRET_ACCESS_KEY,
-CAPI_CAP1_HMAC_SHA512_KEY, CAPI_TLS_KEY, CAPI_CAPABILITY), and the value of a
-capability, key or certificate flag may be @FILE (read from FILE) or @- (read
-from standard input), for example --tls-key @client.key.`;
+const SECRET_HELP = `Secrets stay out of shell history: the value of a capability, key or
+certificate flag may be @FILE (read from FILE) or @- (read from standard input),
+for example --tls-key @client.key; and these environment variables stand in for
+their flags when the flag is not given: CAPI_CAPABILITY (--capability of the
+membrane commands), and for membrane export CAPI_AWS4_HMAC_SHA256_SECRET_ACCESS_KEY
+and CAPI_AWS4_HMAC_SHA256_SESSION_TOKEN (with --aws4-hmac-sha256-aws-access-key-id),
+CAPI_CAP1_HMAC_SHA512_KEY (with --cap1-hmac-sha512-key-id) and CAPI_TLS_KEY
+(with --tls-cert).`;
+
+/**
+ * Secret flags an environment variable may stand in for, and the flag that
+ * must be given for the variable to apply (so that a variable set for one
+ * kind of export never turns another command into a conflict).
+ */
+const ENVIRONMENT_SECRETS: readonly { flag: string; variable: string; when: string }[] = [
+  { flag: 'aws4-hmac-sha256-secret-access-key', variable: 'CAPI_AWS4_HMAC_SHA256_SECRET_ACCESS_KEY', when: 'aws4-hmac-sha256-aws-access-key-id' },
+  { flag: 'aws4-hmac-sha256-session-token', variable: 'CAPI_AWS4_HMAC_SHA256_SESSION_TOKEN', when: 'aws4-hmac-sha256-aws-access-key-id' },
+  { flag: 'cap1-hmac-sha512-key', variable: 'CAPI_CAP1_HMAC_SHA512_KEY', when: 'cap1-hmac-sha512-key-id' },
+  { flag: 'tls-key', variable: 'CAPI_TLS_KEY', when: 'tls-cert' },
+];
+
+/** Sets `flag` (both spellings yargs keeps) from a variable, unless given. */
+function fromEnvironment(args: Record<string, unknown>, flag: string, variable: string): void {
+  const value = process.env[variable];
+  if (value === undefined || value === '' || args[flag] !== undefined) return;
+  args[flag] = value;
+  args[flag.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase())] = value;
+}
 
 const AWS_FLAGS = [
   'aws4-hmac-sha256-aws-access-key-id',
@@ -54,7 +77,7 @@ export async function main(argv: readonly string[], io: Io = process): Promise<n
     if (selected === undefined) return 0;
     return await run(selected, io, print);
   } catch (error) {
-    io.stderr.write(`capi: ${describe(error)}\n`);
+    io.stderr.write(`capi: ${redactTokens(describe(error))}\n`);
     return error instanceof UsageError || error instanceof InvalidCapabilityError ? 2 : 1;
   }
 }
@@ -65,18 +88,21 @@ function describe(error: unknown): string {
   return ((error as Error).message ?? String(error)).replace(/\s*\n\s*/g, ' ');
 }
 
+/** Set once a flag's value has been read from standard input. */
+let stdinClaimed = false;
+
 async function parse(argv: readonly string[], io: Io): Promise<Selected | undefined> {
   let selected: Selected | undefined;
   const select = (command: string) => (args: unknown) => {
     selected = { command, args: args as Args };
   };
-  let stdinUsed = false;
+  stdinClaimed = false;
   const readValue = (flag: string) => (value: unknown) => {
     if (typeof value !== 'string' || !value.startsWith('@')) return value;
     const path = value.slice(1);
     if (path === '-') {
-      if (stdinUsed) throw new UsageError(`--${flag}: only one value can be read from standard input`);
-      stdinUsed = true;
+      if (stdinClaimed) throw new UsageError(`--${flag}: only one value can be read from standard input`);
+      stdinClaimed = true;
     }
     try {
       return readFileSync(path === '-' ? 0 : path, 'utf8').replace(/\r?\n$/, '');
@@ -101,7 +127,6 @@ async function parse(argv: readonly string[], io: Io): Promise<Selected | undefi
   const parser = yargs([...argv])
     .scriptName('capi')
     .usage('$0 <command> [options]\n\nClient of the Membrane capability service.')
-    .env('CAPI')
     .option('profile', { type: 'string', default: 'default', requiresArg: true, describe: 'Capability profile to use' })
     .option('json', { type: 'boolean', default: false, describe: 'Print JSON for scripts' })
     .command(
@@ -121,6 +146,10 @@ async function parse(argv: readonly string[], io: Io): Promise<Selected | undefi
     .command('membrane', 'Membrane service operations', (y) =>
       connection(y)
         .option('capability', { type: 'string', requiresArg: true, coerce: capabilityValue('capability'), describe: 'Capability to use (default: the profile’s)' })
+        .middleware((args) => {
+          fromEnvironment(args, 'capability', 'CAPI_CAPABILITY');
+          if (args.capability !== undefined) args.capability = capabilityValue('capability')(args.capability);
+        }, true)
         .command('create', 'Create a membrane', (c) => c.option('id', { type: 'string', demandOption: true, requiresArg: true, describe: 'Membrane id' }), select('membrane create'))
         .command('export', 'Export a capability through a membrane (--capability: its export capability)', exportOptions, select('membrane export'))
         .command(
@@ -225,7 +254,12 @@ async function parse(argv: readonly string[], io: Io): Promise<Selected | undefi
         describe: flag === 'cap1-hmac-sha512-key' ? 'CAP1-HMAC-SHA512 key (base64url)' : 'CAP1-HMAC-SHA512 key id',
       });
     }
-    return y.epilogue(SECRET_HELP).check((args) => {
+    return y
+      .middleware((args) => {
+        for (const { flag, variable, when } of ENVIRONMENT_SECRETS) if (args[when] !== undefined) fromEnvironment(args, flag, variable);
+      }, true)
+      .epilogue(SECRET_HELP)
+      .check((args) => {
       // yargs counts an absent boolean as present for `implies`; these two are checked here.
       for (const flag of ['allow-query', 'tls-reject-unauthorized']) {
         if (args[flag] !== undefined && args.uri === undefined && args['capability-to-export'] === undefined) {
@@ -332,10 +366,24 @@ async function capabilityFor(store: ProfileStore, profile: string, command: stri
   return capability;
 }
 
+/**
+ * How to reach the service for `capability`: `--address`, else the
+ * profile's address when the capability belongs to the profile's service
+ * (same authority as the profile's capabilities), else https://AUTHORITY.
+ * A profile's address is never used for another service's capability.
+ */
 async function clientOptions(store: ProfileStore, profile: string, args: Args, capability: string): Promise<ClientOptions> {
   const settings = await store.settings(profile);
-  const address = optional(args.address) ?? settings.address;
-  if (address !== undefined) checkAddress(address, args.address !== undefined ? '--address' : `the address of profile "${profile}"`);
+  const authority = parseCapabilityUri(capability)?.authority ?? '';
+  let address = optional(args.address);
+  if (address !== undefined) checkAddress(address, '--address');
+  else if (settings.address !== undefined) {
+    const own = Object.values(await store.credentials(profile)).map((uri) => (uri === undefined ? undefined : parseCapabilityUri(uri)?.authority));
+    if (own.some((value) => value !== undefined && value.toLowerCase() === authority.toLowerCase())) {
+      checkAddress(settings.address, `the address of profile "${profile}"`);
+      address = settings.address;
+    }
+  }
   let ca: string | undefined;
   if (args.ca !== undefined) ca = readPem(String(args.ca), '--ca');
   else if (args['trustedCA-file-path'] !== undefined) {
@@ -346,7 +394,6 @@ async function clientOptions(store: ProfileStore, profile: string, args: Args, c
     } catch {
       throw new UsageError(`--trustedCA-file-path: ${path} is not a readable JSON file`);
     }
-    const authority = parseCapabilityUri(capability)?.authority ?? '';
     const entry = (trusted as Record<string, unknown>)[authority];
     if (typeof entry === 'string') ca = entry;
   } else if (settings.ca !== undefined) ca = readPem(settings.ca, `the CA file of profile "${profile}"`);
@@ -382,6 +429,9 @@ function parseHeaders(value: unknown): Record<string, string> | undefined {
     const colon = text.indexOf(':');
     const name = colon === -1 ? '' : text.slice(0, colon).trim();
     if (colon === -1 || name === '') throw new UsageError(`--header "${text}" is not "Name: value"`);
+    if (Object.keys(headers).some((existing) => existing.toLowerCase() === name.toLowerCase())) {
+      throw new UsageError(`--header ${name} is given twice`);
+    }
     headers[name] = text.slice(colon + 1).trim();
   }
   return { ...headers };
@@ -390,7 +440,7 @@ function parseHeaders(value: unknown): Record<string, string> | undefined {
 function exportConfig(args: Args): UriExportConfig | { capability: string } {
   if (typeof args['capability-to-export'] === 'string') return { capability: args['capability-to-export'] };
   const config: UriExportConfig = { uri: String(args.uri) };
-  if (args.method !== undefined) config.method = String(args.method);
+  if (args.method !== undefined) config.method = String(args.method).toUpperCase();
   const headers = parseHeaders(args.header);
   if (headers !== undefined) config.headers = headers;
   if (args['allow-query'] !== undefined) config.allowQuery = args['allow-query'] === true;
@@ -467,7 +517,10 @@ async function invoke(args: Args, options: ClientOptions, io: Io): Promise<numbe
   const data = args.data === undefined ? undefined : String(args.data);
   let body: string | Readable | undefined;
   if (data !== undefined) {
-    if (data === '@-') body = io.stdin as Readable;
+    if (data === '@-') {
+      if (stdinClaimed) throw new UsageError('--data: only one value can be read from standard input');
+      body = io.stdin as Readable;
+    }
     else if (data.startsWith('@')) {
       const path = data.slice(1);
       const stream = createReadStream(path);
@@ -480,7 +533,7 @@ async function invoke(args: Args, options: ClientOptions, io: Io): Promise<numbe
   }
   const response = await request(String(args.capability), {
     ...options,
-    method: optional(args.method) ?? (body === undefined ? 'GET' : 'POST'),
+    method: optional(args.method)?.toUpperCase() ?? (body === undefined ? 'GET' : 'POST'),
     headers: parseHeaders(args.header),
     body: body ?? null,
     ...(args.query === undefined ? {} : { query: String(args.query).replace(/^\?/, '') }),
@@ -496,6 +549,6 @@ async function invoke(args: Args, options: ClientOptions, io: Io): Promise<numbe
   } catch (error) {
     throw new CommandError(`the answer broke off: ${(error as Error).message}`);
   }
-  return status < 400 ? 0 : 1;
+  return status >= 200 && status < 300 ? 0 : 1;
 }
 

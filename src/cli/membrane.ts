@@ -12,6 +12,7 @@ import { defaultAuthority, resolveOptions, resolveServeConfig, SERVE_OPTIONS } f
 import { ConfigurationError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { MembraneService, type RootCapabilities } from '../service/membrane-service.js';
+import { redactTokens } from '../token.js';
 import { ProfileStore } from './profile-store.js';
 
 class UsageError extends Error {}
@@ -59,7 +60,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     return await run(argv);
   } catch (error) {
     if (error instanceof UsageError) {
-      process.stderr.write(`membrane: ${error.message} (see membrane --help)\n`);
+      process.stderr.write(`membrane: ${redactTokens(error.message)} (see membrane --help)\n`);
       return 2;
     }
     if (error instanceof ConfigurationError) {
@@ -120,13 +121,23 @@ async function createTenant(args: readonly string[], { init }: { init: boolean }
     }
     process.stdout.write(values.json === true ? `${JSON.stringify(roots)}\n` : formatRoots(roots));
     const profile = profileName(values, init);
-    if (profile !== undefined) {
-      await saveProfile(roots, `${process.env.MEMBRANE_TLS_CERT ? 'https' : 'http'}://${authority}`, profile);
-    }
+    if (profile !== undefined) await saveProfile(roots, serviceAddress(authority, process.env.MEMBRANE_TLS_CERT ? 'https' : 'http'), profile);
     return 0;
   } finally {
     await store.close();
   }
+}
+
+/**
+ * The address capi should use: plain HTTP only for a loopback authority;
+ * any other authority is assumed to be served over HTTPS (by Membrane or a
+ * TLS terminator in front of it), so capabilities never cross a network in
+ * clear text.
+ */
+function serviceAddress(authority: string, scheme: 'http' | 'https'): string {
+  const host = authority.replace(/:\d+$/, '').replace(/^\[|\]$/g, '').toLowerCase();
+  const loopback = host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
+  return `${scheme === 'http' && !loopback ? 'https' : scheme}://${authority}`;
 }
 
 /** The capi profile to save root capabilities in, if any. */
@@ -186,7 +197,7 @@ async function serve(args: readonly string[]): Promise<number> {
         formatRoots(running.bootstrap).replace(/^(?=.)/gm, '  ') +
         '\n',
     );
-    if (profile !== undefined) await saveProfile(running.bootstrap, running.url.replace(/\/\/[^/]+$/, `//${running.authority}`), profile);
+    if (profile !== undefined) await saveProfile(running.bootstrap, serviceAddress(running.authority, running.url.startsWith('https:') ? 'https' : 'http'), profile);
   }
   logger.info({ url: running.url, authority: running.authority, dataDir: config.dataDir }, 'listening');
 

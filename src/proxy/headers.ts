@@ -37,15 +37,17 @@ function namedByConnection(raw: readonly string[]): ReadonlySet<string> | undefi
 
 /**
  * The requester's headers as they go to the target: hop-by-hop, capability,
- * host and expect removed, and any name the config sets (`configured`,
- * lower-case) removed so the config's value wins.
+ * host and expect removed, any name in `dropped` (lower-case: the names the
+ * config or a signer sets, so theirs win) removed, and any name starting
+ * with `droppedPrefix` removed.
  */
-export function requestHeadersToTarget(raw: readonly string[], configured: ReadonlySet<string>): string[] {
+export function requestHeadersToTarget(raw: readonly string[], dropped: ReadonlySet<string>, droppedPrefix?: string): string[] {
   const named = namedByConnection(raw);
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
     const lower = raw[i]!.toLowerCase();
-    if (isHopByHop(lower) || REQUEST_ONLY.has(lower) || configured.has(lower) || named?.has(lower)) continue;
+    if (isHopByHop(lower) || REQUEST_ONLY.has(lower) || dropped.has(lower) || named?.has(lower)) continue;
+    if (droppedPrefix !== undefined && lower.startsWith(droppedPrefix)) continue;
     out.push(raw[i]!, raw[i + 1]!);
   }
   return out;
@@ -75,8 +77,9 @@ export function requestHasBody(req: IncomingMessage): boolean {
 
 /**
  * One field line per name: repeated headers merged into the first, values
- * joined with `, ` (RFC 9110 §5.3). Signed requests are sent this way, so
- * that what a verifier reads from its header map is exactly what was signed.
+ * joined with `, ` (RFC 9110 §5.3; `; ` for Cookie, RFC 6265 §5.4). Signed
+ * requests are sent this way, so that what a verifier reads from its header
+ * map is exactly what was signed.
  */
 export function mergeRepeatedHeaders(flat: readonly string[]): string[] {
   const out: string[] = [];
@@ -88,7 +91,7 @@ export function mergeRepeatedHeaders(flat: readonly string[]): string[] {
       position.set(lower, out.length);
       out.push(flat[i]!, flat[i + 1]!);
     } else {
-      out[at + 1] += `, ${flat[i + 1]!}`;
+      out[at + 1] += `${lower === 'cookie' ? '; ' : ', '}${flat[i + 1]!}`;
     }
   }
   return out;

@@ -58,7 +58,7 @@ export class Proxy {
   async forward(req: IncomingMessage, res: ServerResponse, target: Target): Promise<ForwardOutcome> {
     const method = target.method ?? req.method ?? 'GET';
     const path = targetPath(target, req.url ?? '/');
-    let headers = requestHeadersToTarget(req.rawHeaders, target.headerNames);
+    let headers = requestHeadersToTarget(req.rawHeaders, target.headerNames, target.droppedPrefix);
     headers.push(...target.headers);
 
     let body: Buffer | PassThrough | null = null;

@@ -21,6 +21,8 @@ export interface Target {
   headers: readonly string[];
   /** Lower-cased names of the requester's headers that must not reach the target: the config's and the signer's. */
   headerNames: ReadonlySet<string>;
+  /** The requester's headers whose lower-cased names start with this never reach the target either. */
+  droppedPrefix: string | undefined;
   allowQuery: boolean;
   timeoutMs: number | undefined;
   tls: TlsConfig | undefined;
@@ -39,19 +41,23 @@ export function prepareTarget(config: UriExportConfig): Target {
     headerNames.add(name.toLowerCase());
   }
   let signing: Target['signing'];
+  let pathname = url.pathname;
   if (config.hmac !== undefined) {
     const scheme = schemeOf(config.hmac);
+    const schemeConfig = (config.hmac as Record<string, unknown>)[scheme.name] as never;
     for (const name of scheme.headerNames) headerNames.add(name);
-    signing = { scheme, signer: scheme.createSigner((config.hmac as Record<string, unknown>)[scheme.name] as never) };
+    signing = { scheme, signer: scheme.createSigner(schemeConfig) };
+    pathname = scheme.wirePath?.(schemeConfig, pathname) ?? pathname;
   }
   return {
     origin: url.origin,
     host: url.host,
-    path: url.pathname + url.search,
+    path: pathname + url.search,
     pathHasQuery: url.search !== '',
     method: config.method,
     headers,
     headerNames,
+    droppedPrefix: signing?.scheme.configOnlyHeaderPrefix,
     allowQuery: config.allowQuery === true,
     timeoutMs: config.timeoutMs,
     tls: config.tls,

@@ -59,18 +59,28 @@ export function target(capability: string, options: ClientOptions): { token: str
   const parsed = typeof capability === 'string' ? parseCapabilityUri(capability) : undefined;
   if (parsed === undefined) throw new InvalidCapabilityError();
   const base = options.address ?? `${options.scheme ?? 'https'}://${parsed.authority}`;
-  return { token: parsed.token, url: new URL('/', base) };
+  let url: URL;
+  try {
+    url = new URL('/', base);
+  } catch {
+    throw new TypeError(`address ${JSON.stringify(options.address)} is not a URL`);
+  }
+  return { token: parsed.token, url };
 }
 
 /** Invokes a capability; resolves once the answer's head has arrived, with its body as a stream. */
 export async function request(capability: string, init: RequestInit = {}): Promise<CapabilityResponse> {
   const { token, url } = target(capability, init);
   if (init.query !== undefined) {
-    url.search = typeof init.query === 'string' ? init.query : new URLSearchParams(init.query as Record<string, string>).toString();
+    // URLSearchParams writes a space as "+", which some readers (AWS) take for a plus; a real plus is %2B.
+    url.search =
+      typeof init.query === 'string'
+        ? init.query
+        : new URLSearchParams(init.query as Record<string, string>).toString().replace(/\+/g, '%20');
   }
   const headers: Record<string, string | string[]> = {};
   for (const [name, value] of Object.entries(init.headers ?? {})) {
-    if (name.toLowerCase() !== 'authorization') headers[name] = typeof value === 'string' ? value : [...value];
+    if (name.toLowerCase() !== 'authorization') headers[name] = typeof value === 'string' ? value : [...(value as readonly string[])];
   }
   headers.authorization = `Bearer ${token}`;
   try {
@@ -89,10 +99,11 @@ export async function request(capability: string, init: RequestInit = {}): Promi
 
 /**
  * Invokes a capability and parses its JSON answer (undefined for an empty
- * body). An error status becomes a MembraneHttpError carrying the status
- * and the answer's `error` and `message`.
+ * body). An error status (400 or above, or any status other than
+ * `expectStatus` when given) becomes a MembraneHttpError carrying the
+ * status and the answer's `error` and `message`.
  */
-export async function requestReply<T = unknown>(capability: string, init: RequestInit = {}): Promise<T> {
+export async function requestReply<T = unknown>(capability: string, init: RequestInit & { expectStatus?: number } = {}): Promise<T> {
   const response = await request(capability, init);
   let text: string;
   try {
@@ -109,12 +120,16 @@ export async function requestReply<T = unknown>(capability: string, init: Reques
       throw new MembraneHttpError(response.status, 'Invalid Response', 'the answer is not JSON');
     }
   }
-  if (response.status >= 400) {
+  if (response.status >= 400 || (init.expectStatus !== undefined && response.status !== init.expectStatus)) {
     const body = (parsed ?? {}) as Partial<ErrorBody>;
     throw new MembraneHttpError(
       response.status,
       typeof body.error === 'string' ? body.error : (STATUS_CODES[response.status] ?? 'Error'),
-      typeof body.message === 'string' ? body.message : `status ${response.status}`,
+      typeof body.message === 'string'
+        ? body.message
+        : response.status < 400
+          ? `expected status ${init.expectStatus}, got ${response.status}${typeof response.headers.location === 'string' ? ` (redirect to ${response.headers.location})` : ''}`
+          : `status ${response.status}`,
     );
   }
   return parsed as T;

@@ -11,7 +11,9 @@
  * Membrane signs `host`, `content-type`, `content-md5` and every `x-amz-*`
  * header it sends (AWS requires host and the x-amz-* headers; signing fewer
  * of the rest keeps intermediaries that touch other headers harmless), and
- * the SHA-256 of the body. For `s3`, path segments are encoded once and
+ * the SHA-256 of the body. Only the export config may add x-amz-* headers:
+ * they select what a request does, and a holder must not widen it. For
+ * `s3`, path segments are encoded once (and sent that way) and
  * `x-amz-content-sha256` carries the body's hash; for every other service
  * the path is normalized and encoded twice.
  */
@@ -203,6 +205,11 @@ export const aws4: SignatureScheme<Aws4HmacSha256Config> = {
   },
   coversBody: true,
   headerNames: new Set(['authorization', 'x-amz-date', 'x-amz-security-token', 'x-amz-content-sha256']),
+  // x-amz-* headers choose what an AWS request does (X-Amz-Target, x-amz-copy-source, x-amz-acl…).
+  configOnlyHeaderPrefix: 'x-amz-',
+
+  // S3 reads the path as sent, so it is sent exactly as it is signed.
+  wirePath: (config, pathname) => (config.service === 's3' ? canonicalPath(pathname, 's3') : pathname),
 
   checkUri(url) {
     try {

@@ -6,8 +6,9 @@
  * because no maintained library implements it.
  *
  * The signature covers method, path, query and every header given to
- * `cap1Sign` (Membrane gives every header it sends), but not the body, so
- * bodies keep streaming.
+ * `cap1Sign` (Membrane gives every header it sends but Content-Length, which
+ * the HTTP client may rewrite or drop), but not the body, so bodies keep
+ * streaming.
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { posix } from 'node:path';
@@ -282,7 +283,10 @@ export const cap1: SignatureScheme<Cap1HmacSha512Config> = {
           key = deriveCap1SigningKey(config.key, dateStamp, request.host);
         }
         const headers: [string, string][] = [['host', request.host]];
-        for (let i = 0; i < request.headers.length; i += 2) headers.push([request.headers[i]!, request.headers[i + 1]!]);
+        for (let i = 0; i < request.headers.length; i += 2) {
+          // The HTTP client frames the body itself and may drop or rewrite Content-Length.
+          if (request.headers[i]!.toLowerCase() !== 'content-length') headers.push([request.headers[i]!, request.headers[i + 1]!]);
+        }
         headers.push(['X-Cap-Date', date]);
         let authorization: string;
         try {

@@ -39,6 +39,13 @@ export interface SignatureScheme<C = unknown> {
   readonly coversBody: boolean;
   /** Lower-case names of the headers the scheme sets. */
   readonly headerNames: ReadonlySet<string>;
+  /**
+   * A lower-case name prefix of headers only the export config may set: the
+   * requester's are dropped, so that a holder cannot widen the signed action.
+   */
+  readonly configOnlyHeaderPrefix?: string;
+  /** The path to send for a config's URI path, when the scheme needs it in a particular encoding. */
+  wirePath?(config: C, pathname: string): string;
   /** Export-time check of the target URI; a message naming the problem, or undefined. */
   checkUri(url: URL): string | undefined;
   createSigner(config: C): Signer;
