@@ -11,10 +11,12 @@ import type { Duplex } from 'node:stream';
 import { join } from 'node:path';
 import { defaultAuthority, type ServeConfig } from './config.js';
 import { ConfigurationError } from './errors.js';
+import { openAuditTrail, type AuditTrail } from './audit/audit-trail.js';
 import { createRequestHandler } from './http/handler.js';
 import { answerClientError, sendRawError } from './http/respond.js';
 import type { Logger } from './log.js';
 import { Proxy } from './proxy/proxy.js';
+import { TargetPolicy } from './proxy/target-policy.js';
 import { loadMasterKey, type MasterKey } from './secrets.js';
 import { MembraneService, type RootCapabilities } from './service/membrane-service.js';
 import { DATABASE_FILE_NAME, SqliteStore } from './store/sqlite/sqlite-store.js';
@@ -65,21 +67,38 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
       ? { cert: readTlsFile(config.tlsCert, '--tls-cert'), key: readTlsFile(config.tlsKey, '--tls-key') }
       : undefined;
   const { store, key } = await openStore(config.dataDir, config.masterKey, { create: true });
+  const audit = await openAuditTrail({
+    spec: config.audit,
+    dataDir: config.dataDir,
+    store,
+    key,
+    onFailure: (error) => logger.error({ err: { message: error.message } }, 'the audit trail could not record a line'),
+  });
+  const targetPolicy = new TargetPolicy(config.allowTargets);
   const proxy = new Proxy({
+    targetPolicy,
+    connectionsPerTarget: config.connectionsPerTarget,
     targetTimeoutMs: config.targetTimeoutMs,
     connectTimeoutMs: config.connectTimeoutMs,
     signedBodyLimit: config.signedBodyLimit,
   });
   let server: Server;
   try {
-    // Bodies may stream for as long as they keep moving; a whole-request
-    // deadline would cut long uploads. Slow heads are still cut off by
-    // headersTimeout.
-    const options = { requestTimeout: 0 };
+    // Bodies may stream for as long as they keep moving (no whole-request
+    // deadline, which would cut long uploads); a head must arrive within
+    // headersTimeout, and a connection idle for idleTimeout is closed.
+    const options = {
+      requestTimeout: 0,
+      headersTimeout: config.headersTimeoutMs,
+      maxHeaderSize: config.maxHeaderSize,
+      connectionsCheckingInterval: Math.min(1_000, config.headersTimeoutMs),
+    };
     server = tls === undefined ? createHttpServer(options) : createHttpsServer({ ...options, ...tls });
+    server.setTimeout(config.idleTimeoutMs, (socket) => sendRawError(socket, 408, 'the connection was idle too long'));
     await listen(server, config.port, config.host);
   } catch (error) {
     await proxy.close();
+    await audit.close();
     await store.close();
     throw error;
   }
@@ -87,11 +106,11 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
   // be parsed before this synchronous block ends.
   const port = (server.address() as AddressInfo).port;
   const authority = config.authority ?? defaultAuthority(port);
-  const service = new MembraneService(store, key, { authority, cacheSize: config.cacheSize });
+  const service = new MembraneService(store, key, { authority, cacheSize: config.cacheSize, targetPolicy, auditId: (hash) => audit.idOf(hash) });
   let draining = false;
   server.on(
     'request',
-    createRequestHandler({ service, proxy, logger, controlBodyLimit: config.controlBodyLimit, draining: () => draining }),
+    createRequestHandler({ service, proxy, audit, logger, controlBodyLimit: config.controlBodyLimit, maxInFlight: config.maxInFlight, draining: () => draining }),
   );
   server.on('clientError', answerClientError);
   // Membrane is not a forward proxy: no tunnels.
@@ -115,17 +134,41 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
       clearInterval(sweep);
       clearTimeout(deadline);
       await proxy.close();
+      await audit.close();
       await store.close();
     })());
 
   let bootstrap: RootCapabilities | undefined;
   try {
-    bootstrap = await service.createTenant({ onlyIfEmpty: true });
+    bootstrap = await createTenant(service, audit, { onlyIfEmpty: true });
   } catch (error) {
     await close();
     throw error;
   }
   return { url: `${scheme}://${host}:${port}`, port, authority, service, bootstrap, close };
+}
+
+/**
+ * Creates a tenant between audit `request` and `response` lines (refused if
+ * the audit trail cannot be written). With `onlyIfEmpty`, only when the
+ * store holds no tenant yet; undefined otherwise.
+ */
+export async function createTenant(service: MembraneService, audit: AuditTrail, options: { onlyIfEmpty?: boolean } = {}): Promise<RootCapabilities | undefined> {
+  const entry = await audit.begin('tenant.create', {});
+  let created: Awaited<ReturnType<MembraneService['createTenantWithId']>>;
+  try {
+    created = await service.createTenantWithId(options);
+  } catch (error) {
+    await audit.end(entry, { status: 500 });
+    throw error;
+  }
+  if (created === undefined) {
+    await audit.end(entry, { status: 409, message: 'the store already holds a tenant' });
+    return undefined;
+  }
+  const { roots, tenantId } = created;
+  await audit.end(entry, { status: 201, tenant: tenantId, created: [roots.create, roots.query, roots.deleteSelf].map((uri) => audit.idOfUri(uri)!) });
+  return roots;
 }
 
 function listen(server: Server, port: number, host: string): Promise<void> {

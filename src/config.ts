@@ -17,15 +17,22 @@ export interface ServeConfig {
   authority: string | undefined;
   tlsCert: string | undefined;
   tlsKey: string | undefined;
-  /** CIDRs and host names targets may use despite the default target policy. */
+  /** CIDRs and host names targets may use despite the default target policy (loopback, private, link-local… refused). */
   allowTargets: string[];
   targetTimeoutMs: number;
   connectTimeoutMs: number;
+  connectionsPerTarget: number;
   cacheSize: number;
   controlBodyLimit: number;
   signedBodyLimit: number;
+  maxHeaderSize: number;
+  headersTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxInFlight: number;
   drainTimeoutMs: number;
   logLevel: LogLevel;
+  /** `file` (DATA_DIR/audit.log), `file:PATH`, `stdout` or `off`. */
+  audit: string;
   /** MEMBRANE_MASTER_KEY (environment only: a key never belongs on a command line). */
   masterKey: string | undefined;
 }
@@ -59,14 +66,24 @@ export const SERVE_OPTIONS = {
     flag: 'allow-targets', env: 'MEMBRANE_ALLOW_TARGETS', kind: 'list',
     schema: { type: 'array', items: { type: 'string', minLength: 1, maxLength: 253 } }, default: [],
     check: (value: string[]) => value.map(checkAllowTarget).find((message) => message !== undefined),
-    help: 'comma-separated CIDRs and host names targets may use anyway',
+    help: 'comma-separated CIDRs and host names targets may use despite the target policy',
   },
   targetTimeoutMs: { flag: 'target-timeout-ms', env: 'MEMBRANE_TARGET_TIMEOUT_MS', kind: 'integer', schema: INTEGER(1, 2_147_483_647), default: 60_000, help: "upper bound of a target's idle timeout" },
   connectTimeoutMs: { flag: 'connect-timeout-ms', env: 'MEMBRANE_CONNECT_TIMEOUT_MS', kind: 'integer', schema: INTEGER(1, 2_147_483_647), default: 10_000, help: 'timeout for connecting to a target' },
+  connectionsPerTarget: { flag: 'connections-per-target', env: 'MEMBRANE_CONNECTIONS_PER_TARGET', kind: 'integer', schema: INTEGER(1, 100_000), default: 256, help: 'most connections to one target at once (more requests queue)' },
   cacheSize: { flag: 'cache-size', env: 'MEMBRANE_CACHE_SIZE', kind: 'integer', schema: INTEGER(1, 100_000_000), default: 100_000, help: 'resolved capabilities kept in memory' },
   controlBodyLimit: { flag: 'control-body-limit', env: 'MEMBRANE_CONTROL_BODY_LIMIT', kind: 'integer', schema: INTEGER(1024, 16_777_216), default: 65_536, help: 'largest control-plane request body, bytes' },
   signedBodyLimit: { flag: 'signed-body-limit', env: 'MEMBRANE_SIGNED_BODY_LIMIT', kind: 'integer', schema: INTEGER(0, 1_073_741_824), default: 6_291_456, help: 'largest request body a signature covers, bytes (it is buffered)' },
+  maxHeaderSize: { flag: 'max-header-size', env: 'MEMBRANE_MAX_HEADER_SIZE', kind: 'integer', schema: INTEGER(1024, 1_048_576), default: 16_384, help: 'largest request head, bytes (431 beyond)' },
+  headersTimeoutMs: { flag: 'headers-timeout-ms', env: 'MEMBRANE_HEADERS_TIMEOUT_MS', kind: 'integer', schema: INTEGER(100, 600_000), default: 20_000, help: 'time a client has to send a request head (408 beyond)' },
+  idleTimeoutMs: { flag: 'idle-timeout-ms', env: 'MEMBRANE_IDLE_TIMEOUT_MS', kind: 'integer', schema: INTEGER(100, 86_400_000), default: 120_000, help: 'a connection idle this long is closed (a stalled request gets 408)' },
+  maxInFlight: { flag: 'max-in-flight', env: 'MEMBRANE_MAX_IN_FLIGHT', kind: 'integer', schema: INTEGER(1, 1_000_000), default: 4_096, help: 'most invocations in flight at once (503 beyond)' },
   drainTimeoutMs: { flag: 'drain-timeout-ms', env: 'MEMBRANE_DRAIN_TIMEOUT_MS', kind: 'integer', schema: INTEGER(0, 2_147_483_647), default: 30_000, help: 'on SIGTERM, how long in-flight requests may finish' },
+  audit: {
+    flag: 'audit', env: 'MEMBRANE_AUDIT', kind: 'string',
+    schema: { type: 'string', pattern: '^(?:off|stdout|file|file:.+)$', description: 'off, stdout, file (DATA_DIR/audit.log) or file:PATH' },
+    default: 'file', help: 'audit trail: file (DATA_DIR/audit.log), file:PATH, stdout or off',
+  },
   logLevel: { flag: 'log-level', env: 'MEMBRANE_LOG_LEVEL', kind: 'string', schema: { type: 'string', enum: LOG_LEVELS, description: `one of ${LOG_LEVELS.join(', ')}` }, default: 'info', help: 'log level' },
 } satisfies Record<string, OptionSpec>;
 
@@ -107,6 +124,9 @@ export function resolveOptions<N extends OptionName>(
 
 export function resolveServeConfig(flags: Readonly<Record<string, string | undefined>>, env: NodeJS.ProcessEnv): ServeConfig {
   const options = resolveOptions(Object.keys(SERVE_OPTIONS) as OptionName[], flags, env);
+  if ((options.idleTimeoutMs as number) <= (options.targetTimeoutMs as number)) {
+    throw new ConfigurationError('--idle-timeout-ms (MEMBRANE_IDLE_TIMEOUT_MS) must be longer than --target-timeout-ms, or a slow target would have its requester cut off first');
+  }
   if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) {
     throw new ConfigurationError('--tls-cert and --tls-key (MEMBRANE_TLS_CERT, MEMBRANE_TLS_KEY) must be given together');
   }

@@ -64,6 +64,11 @@ export class ServiceUnavailableError extends MembraneError {
   readonly status = 503;
   readonly reason = 'Service Unavailable';
   readonly code = 'MEMBRANE_SERVICE_UNAVAILABLE';
+  override readonly headers: Readonly<Record<string, string>>;
+  constructor(message: string, headers: Readonly<Record<string, string>> = {}) {
+    super(message);
+    this.headers = headers;
+  }
 }
 
 export class GatewayTimeoutError extends MembraneError {

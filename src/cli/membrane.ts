@@ -7,12 +7,14 @@
  * stderr.
  */
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { openStore, startMembrane } from '../app.js';
+import { createTenant, openStore, startMembrane } from '../app.js';
+import { readFileSync } from 'node:fs';
+import { auditId, loadAuditKey, openAuditTrail } from '../audit/audit-trail.js';
 import { defaultAuthority, resolveOptions, resolveServeConfig, SERVE_OPTIONS } from '../config.js';
 import { ConfigurationError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { MembraneService, type RootCapabilities } from '../service/membrane-service.js';
-import { redactTokens } from '../token.js';
+import { hashToken, isWellFormedToken, parseCapabilityUri, redactTokens } from '../token.js';
 import { ProfileStore } from './profile-store.js';
 
 class UsageError extends Error {}
@@ -29,6 +31,8 @@ Usage:
   membrane tenant create [--data-dir DIR] [--authority HOST[:PORT]] [--json] [--capi-profile NAME]
                                            add a tenant to an existing store; print its root capabilities
                                            (saved as a capi profile only when --capi-profile is given)
+  membrane audit-hash [--data-dir DIR] [--json] TOKEN|CAPABILITY|-
+                                           print the id a token has in the audit trail (- reads it from stdin)
   membrane --help | --version
 
 Options of serve (each also read from the environment variable shown):
@@ -36,7 +40,8 @@ ${Object.values(SERVE_OPTIONS)
   .map((spec) => `  --${`${spec.flag} ${spec.flag === 'allow-targets' ? 'LIST' : 'VALUE'}`.padEnd(28)} ${spec.env.padEnd(28)} ${spec.help}`)
   .join('\n')}
 
-serve also takes --capi-profile NAME / --no-capi-profile for the tenant it creates on an empty store.
+serve also takes --capi-profile NAME / --no-capi-profile for the tenant it creates on an empty store;
+init and tenant create take --audit like serve.
 
 The master key comes from MEMBRANE_MASTER_KEY (base64 of 32 bytes) or, if that is
 unset, from DATA_DIR/master.key (created with mode 0600 by init or the first serve).
@@ -51,6 +56,7 @@ const PROFILE_FLAGS = {
 const STORE_FLAGS = {
   'data-dir': { type: 'string' },
   authority: { type: 'string' },
+  audit: { type: 'string' },
   json: { type: 'boolean' },
   ...PROFILE_FLAGS,
 } as const;
@@ -87,10 +93,12 @@ async function run(argv: readonly string[]): Promise<number> {
     case 'serve':
       return serve(rest);
     case 'init':
-      return createTenant(rest, { init: true });
+      return tenantCommand(rest, { init: true });
     case 'tenant':
       if (rest[0] !== 'create') throw new UsageError(`unknown command "tenant ${rest[0] ?? ''}"; did you mean "tenant create"?`);
-      return createTenant(rest.slice(1), { init: false });
+      return tenantCommand(rest.slice(1), { init: false });
+    case 'audit-hash':
+      return auditHash(rest);
     default:
       throw new UsageError(`unknown command "${command}"`);
   }
@@ -106,16 +114,23 @@ function parse<T extends OptionsConfig>(args: readonly string[], options: T) {
   }
 }
 
-async function createTenant(args: readonly string[], { init }: { init: boolean }): Promise<number> {
+async function tenantCommand(args: readonly string[], { init }: { init: boolean }): Promise<number> {
   const { values } = parse(args, STORE_FLAGS);
   const flags = { 'data-dir': values['data-dir'], authority: values.authority };
-  const options = resolveOptions(['dataDir', 'authority', 'port'], flags, process.env);
+  const options = resolveOptions(['dataDir', 'authority', 'port', 'audit'], { ...flags, audit: values.audit }, process.env);
   const dataDir = options.dataDir as string;
   const authority = (options.authority as string | undefined) ?? defaultAuthority(options.port as number);
   const { store, key } = await openStore(dataDir, process.env.MEMBRANE_MASTER_KEY, { create: init });
+  const audit = await openAuditTrail({
+    spec: options.audit as string,
+    dataDir,
+    store,
+    key,
+    onFailure: (error) => process.stderr.write(`membrane: warning: the audit trail could not record a line: ${error.message}\n`),
+  });
   try {
-    const service = new MembraneService(store, key, { authority, cacheSize: 1 });
-    const roots = await service.createTenant({ onlyIfEmpty: init });
+    const service = new MembraneService(store, key, { authority, cacheSize: 1, auditId: (hash) => audit.idOf(hash) });
+    const roots = await createTenant(service, audit, { onlyIfEmpty: init });
     if (roots === undefined) {
       throw new ConfigurationError(`${dataDir} already holds a tenant; add another with \`membrane tenant create --data-dir ${dataDir}\``);
     }
@@ -138,6 +153,34 @@ function serviceAddress(authority: string, scheme: 'http' | 'https'): string {
   const host = authority.replace(/:\d+$/, '').replace(/^\[|\]$/g, '').toLowerCase();
   const loopback = host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
   return `${scheme === 'http' && !loopback ? 'https' : scheme}://${authority}`;
+}
+
+/**
+ * Prints the audit id a token (or capability URI) has in this store's audit
+ * trail, so that an operator holding a capability can find its lines. The
+ * token is read from standard input when given as `-`, to keep it out of
+ * shell history.
+ */
+async function auditHash(args: readonly string[]): Promise<number> {
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...args], options: { 'data-dir': { type: 'string' }, json: { type: 'boolean' } }, strict: true, allowPositionals: true });
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+  if (parsed.positionals.length !== 1) throw new UsageError('audit-hash takes one token or capability URI (or - to read it from standard input)');
+  const given = parsed.positionals[0] === '-' ? readFileSync(0, 'utf8').trim() : parsed.positionals[0]!;
+  const token = parseCapabilityUri(given)?.token ?? given;
+  if (!isWellFormedToken(token)) throw new UsageError('that is neither a capability token (CPBLTY1-…) nor a capability URI');
+  const dataDir = resolveOptions(['dataDir'], { 'data-dir': parsed.values['data-dir'] }, process.env).dataDir as string;
+  const { store, key } = await openStore(dataDir, process.env.MEMBRANE_MASTER_KEY, { create: false });
+  try {
+    const id = auditId(await loadAuditKey(store, key), hashToken(token));
+    process.stdout.write(parsed.values.json === true ? `${JSON.stringify({ capability: id })}\n` : `${id}\n`);
+    return 0;
+  } finally {
+    await store.close();
+  }
 }
 
 /** The capi profile to save root capabilities in, if any. */

@@ -5,9 +5,10 @@
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
-import { MethodNotAllowedError, ServiceUnavailableError, UnauthorizedError } from '../errors.js';
+import type { AuditAction, AuditFields, AuditTrail } from '../audit/audit-trail.js';
+import { BadRequestError, MembraneError, MethodNotAllowedError, ServiceUnavailableError, UnauthorizedError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { Proxy } from '../proxy/proxy.js';
+import type { ForwardOutcome, Proxy } from '../proxy/proxy.js';
 import type { MembraneService } from '../service/membrane-service.js';
 import { isWellFormedToken } from '../token.js';
 import { readBody } from '../body.js';
@@ -17,9 +18,12 @@ import { sendError, sendJson } from './respond.js';
 export interface HandlerContext {
   service: MembraneService;
   proxy: Proxy;
+  audit: AuditTrail;
   logger: Logger;
   /** Largest control-plane request body, in bytes. */
   controlBodyLimit: number;
+  /** Most invocations forwarded at once; beyond it, 503. */
+  maxInFlight: number;
   /** True once shutdown has begun: health checks answer 503. */
   draining: () => boolean;
 }
@@ -28,60 +32,115 @@ const ACCEPTED = { statusCode: 202, message: 'Accepted' } as const;
 const REVOKE_METHODS = ['GET', 'POST', 'DELETE'] as const;
 
 export function createRequestHandler(context: HandlerContext): (req: IncomingMessage, res: ServerResponse) => void {
+  const state = { inFlight: 0 };
   return (req, res) => {
-    void handle(context, req, res);
+    void handle(context, state, req, res);
   };
 }
 
-async function handle(context: HandlerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function handle(context: HandlerContext, state: { inFlight: number }, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const started = performance.now();
   let kind = 'none';
   let status = 0;
   try {
-    if (isHealthCheck(req)) {
+    if (isProbe(req, '/healthz')) {
       if (context.draining()) throw new ServiceUnavailableError('the server is shutting down');
-      sendJson(res, 200, { status: 'ok' });
-      status = 200;
+      status = reply(res, 200, { status: 'ok' });
       return;
     }
-    const capability = await context.service.authenticate(bearerToken(req));
+    if (isProbe(req, '/readyz')) {
+      if (context.draining()) throw new ServiceUnavailableError('the server is shutting down');
+      await context.service.ready().catch(() => {
+        throw new ServiceUnavailableError('the store does not answer');
+      });
+      status = reply(res, 200, { status: 'ready' });
+      return;
+    }
+    if (!(req.url ?? '').startsWith('/')) {
+      throw new BadRequestError('the request target must be a path: Membrane is not a forward proxy');
+    }
+    const token = bearerToken(req);
+    const capability = await context.service.authenticate(token).catch((error: unknown) => {
+      if (error instanceof UnauthorizedError) context.audit.event('capability.denied', started, { capability: context.audit.idOfToken(token), status: 401 });
+      throw error;
+    });
     kind = capability.kind;
+    const { audit } = capability;
     switch (capability.kind) {
       case 'exported': {
-        status = (await context.proxy.forward(req, res, capability.target)).status;
+        if (state.inFlight >= context.maxInFlight) {
+          throw new ServiceUnavailableError('too many invocations are in flight; try again shortly', { 'retry-after': '1' });
+        }
+        state.inFlight += 1;
+        let outcome: ForwardOutcome | undefined;
+        let failed: number | undefined;
+        try {
+          outcome = await context.proxy.forward(req, res, capability.target);
+          status = outcome.status;
+        } catch (error) {
+          failed = statusOf(error);
+          throw error;
+        } finally {
+          state.inFlight -= 1;
+          if (context.audit.enabled) {
+            context.audit.event('capability.invoke', started, {
+              ...audit,
+              target: { host: capability.target.host, method: capability.target.method ?? req.method ?? 'GET' },
+              status: outcome?.status ?? failed ?? 0,
+              bytesIn: outcome?.bytesIn ?? 0,
+              bytesOut: outcome?.bytesOut ?? 0,
+            });
+          }
+        }
         return;
       }
       case 'create': {
         allowMethods(req, 'tenant create', ['POST']);
-        const membrane = await context.service.createMembrane(capability.tenantId, await readJson(req, context.controlBodyLimit));
-        status = reply(res, 201, membrane);
+        const body = await readJson(req, context.controlBodyLimit);
+        status = await audited(context, res, 'membrane.create', audit, async () => {
+          const view = await context.service.createMembrane(capability.tenantId, body);
+          const created = [context.audit.idOfUri(view.capabilities.export)!, context.audit.idOfUri(view.capabilities.revoke)!];
+          return { status: 201, body: view, fields: { membrane: view.id, created } };
+        });
         return;
       }
       case 'query': {
         allowMethods(req, 'tenant query', ['GET']);
         await readBody(req, context.controlBodyLimit);
-        status = reply(res, 200, await context.service.queryMembranes(capability.tenantId, rawQuery(req.url)));
+        const result = await context.service.queryMembranes(capability.tenantId, rawQuery(req.url)).catch((error: unknown) => {
+          context.audit.event('membrane.query', started, { ...audit, status: statusOf(error) });
+          throw error;
+        });
+        status = reply(res, 200, result);
+        context.audit.event('membrane.query', started, { ...audit, status });
         return;
       }
       case 'deleteSelf': {
         allowMethods(req, 'tenant deleteSelf', REVOKE_METHODS);
         await readBody(req, context.controlBodyLimit);
-        await context.service.deleteTenant(capability.tenantId);
-        status = reply(res, 202, ACCEPTED);
+        status = await audited(context, res, 'tenant.deleteSelf', audit, async () => {
+          await context.service.deleteTenant(capability.tenantId);
+          return { status: 202, body: ACCEPTED };
+        });
         return;
       }
       case 'export': {
         allowMethods(req, 'membrane export', ['POST']);
         const config = await readJson(req, context.controlBodyLimit);
-        const uri = await context.service.export(capability.membraneId, config);
-        status = reply(res, 201, { capability: uri });
+        const parent = context.audit.idOfUri((config as { capability?: unknown } | null)?.capability);
+        status = await audited(context, res, 'membrane.export', { ...audit, ...(parent === undefined ? {} : { parent }) }, async () => {
+          const uri = await context.service.export(capability.membraneId, config);
+          return { status: 201, body: { capability: uri }, fields: { created: [context.audit.idOfUri(uri)!] } };
+        });
         return;
       }
       case 'revoke': {
         allowMethods(req, 'membrane revoke', REVOKE_METHODS);
         await readBody(req, context.controlBodyLimit);
-        await context.service.revokeMembrane(capability.membraneId);
-        status = reply(res, 202, ACCEPTED);
+        status = await audited(context, res, 'membrane.revoke', audit, async () => {
+          await context.service.revokeMembrane(capability.membraneId);
+          return { status: 202, body: ACCEPTED };
+        });
         return;
       }
     }
@@ -97,16 +156,45 @@ async function handle(context: HandlerContext, req: IncomingMessage, res: Server
   }
 }
 
+/**
+ * Runs a mutating control-plane action between its audit `request` line
+ * (which must be written first: fail closed) and its `response` line
+ * (written before the answer is sent), and sends the answer.
+ */
+async function audited(
+  context: HandlerContext,
+  res: ServerResponse,
+  action: AuditAction,
+  fields: AuditFields,
+  perform: () => Promise<{ status: number; body: unknown; fields?: AuditFields }>,
+): Promise<number> {
+  const entry = await context.audit.begin(action, fields);
+  let result: Awaited<ReturnType<typeof perform>>;
+  try {
+    result = await perform();
+  } catch (error) {
+    await context.audit.end(entry, { status: statusOf(error), ...(error instanceof MembraneError ? { message: error.message } : {}) });
+    throw error;
+  }
+  await context.audit.end(entry, { status: result.status, ...result.fields });
+  return reply(res, result.status, result.body);
+}
+
+function statusOf(error: unknown): number {
+  return error instanceof MembraneError ? error.status : 500;
+}
+
 function reply(res: ServerResponse, status: number, body: unknown): number {
   sendJson(res, status, body);
   return status;
 }
 
-function isHealthCheck(req: IncomingMessage): boolean {
+/** `GET|HEAD /healthz` or `/readyz` without credentials (with them, the path is ignored as always). */
+function isProbe(req: IncomingMessage, path: string): boolean {
   const url = req.url ?? '';
   return (
     (req.method === 'GET' || req.method === 'HEAD') &&
-    (url === '/healthz' || url.startsWith('/healthz?')) &&
+    (url === path || url.startsWith(`${path}?`)) &&
     req.headers.authorization === undefined
   );
 }

@@ -19,8 +19,13 @@ import { readBody } from '../body.js';
 import { BadGatewayError, GatewayTimeoutError, MembraneError } from '../errors.js';
 import { mergeRepeatedHeaders, requestHasBody, requestHeadersToTarget, responseHeadersToClient } from './headers.js';
 import { splitPath, targetPath, type Target } from './target.js';
+import { TARGET_DENIED, type TargetPolicy } from './target-policy.js';
 
 export interface ProxyOptions {
+  /** Which addresses targets may have; checked on every connection. */
+  targetPolicy: TargetPolicy;
+  /** Most connections to one target origin at once (further requests queue). */
+  connectionsPerTarget?: number;
   /** Upper bound of a target's idle timeout (headers and between body chunks). */
   targetTimeoutMs: number;
   connectTimeoutMs: number;
@@ -30,11 +35,15 @@ export interface ProxyOptions {
   maxTlsPools?: number;
 }
 
-/** How an invocation ended, for logging. */
+/** How an invocation ended, for the audit trail. */
 export interface ForwardOutcome {
   status: number;
   /** True when the response stream was cut after it started. */
   cut: boolean;
+  /** Request body bytes sent on to the target. */
+  bytesIn: number;
+  /** Response bytes written to the requester (head and body). */
+  bytesOut: number;
 }
 
 export class Proxy {
@@ -56,6 +65,11 @@ export class Proxy {
    * MembraneError only while nothing has been written to `res`.
    */
   async forward(req: IncomingMessage, res: ServerResponse, target: Target): Promise<ForwardOutcome> {
+    // A literal address is connected to without a lookup, so it is checked here.
+    if (target.literalAddress !== undefined) {
+      const reason = this.#options.targetPolicy.refusal(target.literalAddress);
+      if (reason !== undefined) throw new BadGatewayError(`the target's address is ${reason}, which this server's target policy does not allow`);
+    }
     const method = target.method ?? req.method ?? 'GET';
     const path = targetPath(target, req.url ?? '/');
     let headers = requestHeadersToTarget(req.rawHeaders, target.headerNames, target.droppedPrefix);
@@ -70,7 +84,10 @@ export class Proxy {
       headers.push('host', target.host, ...signature);
       body = buffered === null || buffered.length === 0 ? null : buffered;
     }
-    if (body === null && requestHasBody(req) && !req.complete) body = relay(req);
+    const counted = { bytesIn: Buffer.isBuffer(body) ? body.length : 0 };
+    if (body === null && requestHasBody(req) && !req.complete) body = relay(req, counted);
+    const written = res.socket?.bytesWritten ?? 0;
+    const bytesOut = (): number => (res.socket?.bytesWritten ?? written) - written;
 
     const abort = new AbortController();
     const onClose = (): void => {
@@ -111,11 +128,11 @@ export class Proxy {
         },
       );
       if (!req.complete) req.unpipe();
-      return { status, cut: false };
+      return { status, cut: false, bytesIn: counted.bytesIn, bytesOut: bytesOut() };
     } catch (error) {
       if (started || res.destroyed) {
         res.destroy();
-        return { status, cut: true };
+        return { status, cut: true, bytesIn: counted.bytesIn, bytesOut: bytesOut() };
       }
       throw upstreamError(error);
     } finally {
@@ -142,7 +159,13 @@ export class Proxy {
 
   #createAgent(tls: { ca?: string; cert?: string; key?: string; rejectUnauthorized?: boolean }): Agent {
     return new Agent({
-      connect: { ...tls, timeout: Math.min(this.#options.connectTimeoutMs, this.#options.targetTimeoutMs) },
+      connect: {
+        ...tls,
+        timeout: Math.min(this.#options.connectTimeoutMs, this.#options.targetTimeoutMs),
+        // Every address a target name resolves to is checked at connect time (DNS rebinding).
+        lookup: this.#options.targetPolicy.lookup(),
+      },
+      connections: this.#options.connectionsPerTarget ?? null,
       // Targets answer over HTTP/1.1; never pipeline, never follow redirects.
       pipelining: 1,
     });
@@ -153,8 +176,9 @@ export class Proxy {
  * The requester's body as a stream undici may destroy on failure without
  * destroying the requester's socket, which must still carry the 502.
  */
-function relay(req: IncomingMessage): PassThrough {
+function relay(req: IncomingMessage, counted: { bytesIn: number }): PassThrough {
   const pass = new PassThrough();
+  req.on('data', (chunk: Buffer) => (counted.bytesIn += chunk.length));
   req.on('error', (error) => pass.destroy(error));
   req.on('aborted', () => pass.destroy(new Error('requester aborted')));
   req.pipe(pass);
@@ -171,6 +195,7 @@ function upstreamError(error: unknown): MembraneError {
   if (error instanceof MembraneError) return error;
   const code = String((error as { code?: unknown }).code ?? '');
   if (TIMEOUT_CODES.has(code)) return new GatewayTimeoutError('the target did not answer in time');
+  if (code === TARGET_DENIED) return new BadGatewayError(`${(error as Error).message}, which this server's target policy does not allow`);
   if (code === 'ECONNREFUSED') return new BadGatewayError('the target refused the connection');
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return new BadGatewayError("the target's host name could not be resolved");
   if (TLS_CODE.test(code)) return new BadGatewayError('the TLS handshake with the target failed');

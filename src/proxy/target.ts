@@ -3,6 +3,7 @@
  * a capability is resolved, then reused for every invocation.
  */
 import { createHash } from 'node:crypto';
+import { isIP } from 'node:net';
 import { schemeOf, type TlsConfig, type UriExportConfig } from '../service/export-config.js';
 import type { SignatureScheme, Signer } from '../signing/signer.js';
 
@@ -11,6 +12,8 @@ export interface Target {
   origin: string;
   /** The Host header sent to the target (port only when not the default). */
   host: string;
+  /** The target's address when its URI names one literally (then no lookup happens to check). */
+  literalAddress: string | undefined;
   /** Path and query of the config's uri. */
   path: string;
   /** True when `path` already carries a query string. */
@@ -52,6 +55,7 @@ export function prepareTarget(config: UriExportConfig): Target {
   return {
     origin: url.origin,
     host: url.host,
+    literalAddress: isIP(url.hostname.replace(/^\[|\]$/g, '')) === 0 ? undefined : url.hostname.replace(/^\[|\]$/g, ''),
     path: pathname + url.search,
     pathHasQuery: url.search !== '',
     method: config.method,

@@ -10,7 +10,10 @@
  * membrane's `revoke` capability never dies: revoking twice answers 202 twice.
  */
 import { BadRequestError, ConflictError, UnauthorizedError } from '../errors.js';
+import { lookup } from 'node:dns/promises';
+import { isIP } from 'node:net';
 import { prepareTarget, type Target } from '../proxy/target.js';
+import { TargetPolicy } from '../proxy/target-policy.js';
 import { compileValidator } from '../schema.js';
 import { MasterKey } from '../secrets.js';
 import type { CapabilityRecord, Store } from '../store/store.js';
@@ -31,17 +34,25 @@ export const QUERY_LIMIT_MAX = 1000;
 
 export type { MembraneView, QueryResult, RootCapabilities };
 
-/** What a valid, live token entitles its holder to. */
+/** What a valid, live token entitles its holder to, and what the audit trail says of it. */
 export type Capability =
-  | { kind: 'create' | 'query' | 'deleteSelf'; tenantId: number }
-  | { kind: 'export'; membraneId: number }
-  | { kind: 'revoke'; membraneId: number }
+  | { kind: 'create' | 'query' | 'deleteSelf'; tenantId: number; audit: CapabilityAudit }
+  | { kind: 'export' | 'revoke'; membraneId: number; audit: CapabilityAudit }
   | ExportedCapability;
 
 export interface ExportedCapability {
   kind: 'exported';
   capabilityId: number;
   target: Target;
+  audit: CapabilityAudit;
+}
+
+/** Audit fields of a capability: its id, owner and (for a re-export) its ancestors. */
+export interface CapabilityAudit {
+  capability: string;
+  tenant: number;
+  membrane?: string;
+  chain?: string[];
 }
 
 export interface MembraneServiceOptions {
@@ -49,6 +60,10 @@ export interface MembraneServiceOptions {
   authority: string;
   /** Most resolved exported capabilities kept in memory. */
   cacheSize: number;
+  /** Which target addresses exports may name (default: the default policy, nothing allowed beyond it). */
+  targetPolicy?: TargetPolicy;
+  /** The audit id of a token hash (see AuditTrail.idOf). */
+  auditId: (tokenHash: Buffer) => string;
 }
 
 interface NewMembraneBody {
@@ -73,16 +88,25 @@ export class MembraneService {
   readonly #key: MasterKey;
   readonly #authority: string;
   readonly #cache: CapabilityCache<ExportedCapability>;
+  readonly #targetPolicy: TargetPolicy;
+  readonly #auditId: (tokenHash: Buffer) => string;
 
   constructor(store: Store, key: MasterKey, options: MembraneServiceOptions) {
+    this.#auditId = options.auditId;
     this.#store = store;
     this.#key = key;
     this.#authority = options.authority;
     this.#cache = new CapabilityCache(options.cacheSize);
+    this.#targetPolicy = options.targetPolicy ?? new TargetPolicy();
   }
 
   get authority(): string {
     return this.#authority;
+  }
+
+  /** Resolves when the store answers (readiness). */
+  ready(): Promise<void> {
+    return this.#store.ping();
   }
 
   /**
@@ -101,16 +125,20 @@ export class MembraneService {
 
   /** Creates a tenant and returns its root capabilities (the only time they are shown). */
   async createTenant(options: { onlyIfEmpty?: boolean } = {}): Promise<RootCapabilities | undefined> {
+    return (await this.createTenantWithId(options))?.roots;
+  }
+
+  /** As createTenant, with the new tenant's id (for the audit trail). */
+  async createTenantWithId(options: { onlyIfEmpty?: boolean } = {}): Promise<{ tenantId: number; roots: RootCapabilities } | undefined> {
     const tokens = { create: generateToken(), query: generateToken(), deleteSelf: generateToken() };
-    const id = await this.#store.createTenant(
+    const tenantId = await this.#store.createTenant(
       { create: hashToken(tokens.create), query: hashToken(tokens.query), deleteSelf: hashToken(tokens.deleteSelf) },
       { onlyIfEmpty: options.onlyIfEmpty === true },
     );
-    if (id === undefined) return undefined;
+    if (tenantId === undefined) return undefined;
     return {
-      create: this.#uri(tokens.create),
-      query: this.#uri(tokens.query),
-      deleteSelf: this.#uri(tokens.deleteSelf),
+      tenantId,
+      roots: { create: this.#uri(tokens.create), query: this.#uri(tokens.query), deleteSelf: this.#uri(tokens.deleteSelf) },
     };
   }
 
@@ -124,20 +152,24 @@ export class MembraneService {
     const epoch = this.#cache.epoch;
     const record = await this.#store.findCapability(hash);
     if (record === undefined || !isAlive(record)) throw new UnauthorizedError();
+    const self = record.chain[0]!;
+    const audit: CapabilityAudit = { capability: this.#auditId(hash), tenant: record.tenantId };
+    if (self.membraneName !== null) audit.membrane = self.membraneName;
     switch (record.kind) {
       case 'create':
       case 'query':
       case 'deleteSelf':
-        return { kind: record.kind, tenantId: record.tenantId };
+        return { kind: record.kind, tenantId: record.tenantId, audit };
       case 'export':
-        return { kind: 'export', membraneId: record.membraneId! };
       case 'revoke':
-        return { kind: 'revoke', membraneId: record.membraneId! };
+        return { kind: record.kind, membraneId: record.membraneId!, audit };
       case 'exported': {
+        if (record.chain.length > 1) audit.chain = record.chain.slice(1).map((link) => this.#auditId(link.tokenHash));
         const capability: ExportedCapability = {
           kind: 'exported',
           capabilityId: record.id,
           target: prepareTarget(this.#openConfig(record.sealedConfig!)),
+          audit,
         };
         this.#cache.set(cacheKey, capability, membranesOf(record), epoch);
         return capability;
@@ -207,6 +239,7 @@ export class MembraneService {
    */
   async export(membraneId: number, body: unknown): Promise<string> {
     const config = parseExportConfig(body);
+    if (!isReExport(config)) await this.#checkTarget(new URL(config.uri));
     const token = generateToken();
     const id = await this.#store.insertExportedCapability({
       hash: hashToken(token),
@@ -238,6 +271,31 @@ export class MembraneService {
       );
     }
     return parent.id;
+  }
+
+  /**
+   * The target policy at export: a literal address must be allowed, and so
+   * must every address a host name resolves to. A name that does not
+   * resolve (yet) is accepted; the connect-time check still guards it.
+   */
+  async #checkTarget(url: URL): Promise<void> {
+    const host = url.hostname.replace(/^\[|\]$/g, '');
+    if (isIP(host) !== 0) {
+      const reason = this.#targetPolicy.refusal(host);
+      if (reason !== undefined) throw new BadRequestError(`config.uri's host is a ${reason} address, which targets may not have (the operator can allow it with --allow-targets)`);
+      return;
+    }
+    if (this.#targetPolicy.allowsHost(host)) return;
+    let addresses: { address: string }[];
+    try {
+      addresses = await lookup(host, { all: true, verbatim: true });
+    } catch {
+      return;
+    }
+    for (const { address } of addresses) {
+      const reason = this.#targetPolicy.refusal(address);
+      if (reason !== undefined) throw new BadRequestError(`config.uri's host resolves to a ${reason} address, which targets may not have (the operator can allow it with --allow-targets)`);
+    }
   }
 
   #openConfig(sealed: Buffer): UriExportConfig {

@@ -21,8 +21,12 @@ export const CAPABILITY_KINDS: readonly CapabilityKind[] = ['create', 'query', '
 /** One link of a capability's chain: the capability itself first, its root last. */
 export interface ChainLink {
   capabilityId: number;
+  /** SHA-256 of the link's token (for audit ids; never the token). */
+  tokenHash: Buffer;
   /** The membrane the link's capability belongs to; null for a tenant's root capabilities. */
   membraneId: number | null;
+  /** The membrane's id as its tenant named it. */
+  membraneName: string | null;
   membraneRevoked: boolean;
 }
 
@@ -87,6 +91,8 @@ export interface Store {
   /** True when the store holds no tenant at all (never bootstrapped). */
   isEmpty(): Promise<boolean>;
   getMeta(key: string): Promise<Buffer | undefined>;
+  /** Resolves when the store answers a trivial query (readiness). */
+  ping(): Promise<void>;
   /** Sets a meta value only if the key is absent; returns the value now stored. */
   initMeta(key: string, value: Buffer): Promise<Buffer>;
 

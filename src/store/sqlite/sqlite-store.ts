@@ -32,6 +32,8 @@ export interface SqliteStoreOptions {
 
 interface ChainRow {
   id: number;
+  token_hash: Buffer;
+  membrane_name: string | null;
   kind: CapabilityKind;
   tenant_id: number;
   membrane_id: number | null;
@@ -54,6 +56,7 @@ export class SqliteStore implements Store {
     this.#db = db;
     this.#statements = {
       anyTenant: db.prepare('SELECT 1 FROM tenants LIMIT 1').pluck(),
+      ping: db.prepare('SELECT 1').pluck(),
       getMeta: db.prepare('SELECT value FROM meta WHERE key = ?').pluck(),
       insertMeta: db.prepare('INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING'),
       insertTenant: db.prepare('INSERT INTO tenants (created_at) VALUES (?)'),
@@ -79,14 +82,15 @@ export class SqliteStore implements Store {
       // One round trip for the whole chain, however deep: the capability
       // itself at depth 0, then each parent up to the root.
       findChain: db.prepare(`
-        WITH RECURSIVE chain (depth, id, kind, tenant_id, membrane_id, parent_id, sealed_config) AS (
-          SELECT 0, id, kind, tenant_id, membrane_id, parent_id, sealed_config
+        WITH RECURSIVE chain (depth, id, token_hash, kind, tenant_id, membrane_id, parent_id, sealed_config) AS (
+          SELECT 0, id, token_hash, kind, tenant_id, membrane_id, parent_id, sealed_config
             FROM capabilities WHERE token_hash = ?
           UNION ALL
-          SELECT chain.depth + 1, c.id, c.kind, c.tenant_id, c.membrane_id, c.parent_id, c.sealed_config
+          SELECT chain.depth + 1, c.id, c.token_hash, c.kind, c.tenant_id, c.membrane_id, c.parent_id, c.sealed_config
             FROM capabilities c JOIN chain ON c.id = chain.parent_id
         )
-        SELECT chain.id, chain.kind, chain.tenant_id, chain.membrane_id, chain.sealed_config,
+        SELECT chain.id, chain.token_hash, chain.kind, chain.tenant_id, chain.membrane_id, chain.sealed_config,
+               m.name AS membrane_name,
                m.revoked_at IS NOT NULL AS membrane_revoked,
                t.deleted_at IS NOT NULL AS tenant_deleted
           FROM chain
@@ -133,6 +137,10 @@ export class SqliteStore implements Store {
 
   async isEmpty(): Promise<boolean> {
     return this.#statements.anyTenant.get() === undefined;
+  }
+
+  async ping(): Promise<void> {
+    this.#statements.ping.get();
   }
 
   async getMeta(key: string): Promise<Buffer | undefined> {
@@ -238,7 +246,9 @@ export class SqliteStore implements Store {
       membraneId: self.membrane_id,
       chain: rows.map((row) => ({
         capabilityId: row.id,
+        tokenHash: row.token_hash,
         membraneId: row.membrane_id,
+        membraneName: row.membrane_name,
         membraneRevoked: row.membrane_revoked === 1,
       })),
       sealedConfig: rows[rows.length - 1]!.sealed_config,

@@ -1,0 +1,162 @@
+/**
+ * The audit trail: one JSON line per control-plane action and per
+ * invocation, carrying who (tenant, membrane, capability id) did what
+ * (action, target host and method) with what result (status, bytes,
+ * duration). Never a token, a secret, a header value, a path or a query.
+ *
+ * A capability id is an HMAC-SHA256 of the token's hash under the audit
+ * key (first 16 bytes, base64url): the same token always has the same id,
+ * so lines correlate, but an id reveals nothing of the token.
+ *
+ * Policy: a mutating control-plane action (membrane create, export,
+ * revoke, tenant deleteSelf, tenant create) first writes a durable
+ * `request` line; if that fails the action is refused (503) and nothing
+ * happens, so control-plane changes fail closed. After the action a
+ * `response` line records its status. Reads and invocations write one
+ * buffered line each and fail open: an invocation is not refused because
+ * the audit sink fails; the failure is logged and counted.
+ */
+import { createHmac, randomBytes } from 'node:crypto';
+import { ServiceUnavailableError } from '../errors.js';
+import type { MasterKey } from '../secrets.js';
+import type { Store } from '../store/store.js';
+import { hashToken, parseCapabilityUri } from '../token.js';
+import { join } from 'node:path';
+import { AuditUnavailableError, FileAuditSink, NullAuditSink, StreamAuditSink, type AuditSink } from './audit-sink.js';
+
+export type AuditAction =
+  | 'tenant.create'
+  | 'tenant.deleteSelf'
+  | 'membrane.create'
+  | 'membrane.query'
+  | 'membrane.export'
+  | 'membrane.revoke'
+  | 'capability.invoke'
+  | 'capability.denied';
+
+export interface AuditFields {
+  tenant?: number;
+  membrane?: string;
+  /** Id of the capability presented. */
+  capability?: string;
+  /** Ids of capabilities the action created. */
+  created?: string[];
+  /** Id of the capability a re-export was made from. */
+  parent?: string;
+  /** Ids of the presented capability's ancestors, parent first. */
+  chain?: string[];
+  target?: { host: string; method: string };
+  status?: number;
+  bytesIn?: number;
+  bytesOut?: number;
+  message?: string;
+}
+
+export interface AuditEntry {
+  id: string;
+  action: AuditAction;
+  started: number;
+  fields: AuditFields;
+}
+
+const SEALED_AUDIT_KEY = 'meta.audit-key';
+
+/** The store's audit key (created on first use, sealed under the master key). */
+export async function loadAuditKey(store: Store, key: MasterKey): Promise<Buffer> {
+  const sealed = await store.initMeta('audit-key', key.seal(randomBytes(32), SEALED_AUDIT_KEY));
+  return key.unseal(sealed, SEALED_AUDIT_KEY);
+}
+
+/** A capability's audit id: HMAC-SHA256 of its token's hash under the audit key, first 16 bytes, base64url. */
+export function auditId(auditKey: Buffer, tokenHash: Buffer): string {
+  return createHmac('sha256', auditKey).update(tokenHash).digest().subarray(0, 16).toString('base64url');
+}
+
+export class AuditTrail {
+  readonly #sink: AuditSink;
+  readonly #key: Buffer;
+  readonly #onFailure: (error: Error) => void;
+  /** False when the sink is off: callers may skip building events. */
+  readonly enabled: boolean;
+
+  constructor(sink: AuditSink, key: Buffer, options: { enabled: boolean; onFailure?: (error: Error) => void }) {
+    this.#sink = sink;
+    this.#key = key;
+    this.enabled = options.enabled;
+    this.#onFailure = options.onFailure ?? (() => undefined);
+  }
+
+  /** The capability id of a token hash. */
+  idOf(tokenHash: Buffer): string {
+    return auditId(this.#key, tokenHash);
+  }
+
+  /** The capability id of a token. */
+  idOfToken(token: string): string {
+    return this.idOf(hashToken(token));
+  }
+
+  /** The capability id of a capability URI, if it is one. */
+  idOfUri(uri: unknown): string | undefined {
+    const parsed = typeof uri === 'string' ? parseCapabilityUri(uri) : undefined;
+    return parsed === undefined ? undefined : this.idOfToken(parsed.token);
+  }
+
+  /** Writes the durable `request` line of a mutating action; 503 if it cannot. */
+  async begin(action: AuditAction, fields: AuditFields): Promise<AuditEntry> {
+    const entry: AuditEntry = { id: randomBytes(8).toString('hex'), action, started: performance.now(), fields };
+    try {
+      await this.#sink.writeDurable(this.#line(entry, 'request', fields));
+    } catch (error) {
+      const reason = error instanceof AuditUnavailableError ? error.message : 'the audit trail cannot be written';
+      throw new ServiceUnavailableError(`${reason}; control-plane changes are refused until it can be`);
+    }
+    return entry;
+  }
+
+  /** Writes the `response` line of a mutating action (durably; a failure is reported, as the action has happened). */
+  async end(entry: AuditEntry, fields: AuditFields): Promise<void> {
+    try {
+      await this.#sink.writeDurable(this.#line(entry, 'response', { ...entry.fields, ...fields }));
+    } catch (error) {
+      this.#onFailure(error as Error);
+    }
+  }
+
+  /** One buffered line for a read, an invocation or a refusal. */
+  event(action: AuditAction, started: number, fields: AuditFields): void {
+    if (!this.enabled) return;
+    this.#sink.write(this.#line({ id: randomBytes(8).toString('hex'), action, started, fields }, 'event', fields));
+  }
+
+  close(): Promise<void> {
+    return this.#sink.close();
+  }
+
+  #line(entry: AuditEntry, phase: 'request' | 'response' | 'event', fields: AuditFields): string {
+    const line: Record<string, unknown> = { time: new Date().toISOString(), type: 'audit', id: entry.id, phase, action: entry.action, ...fields };
+    if (phase !== 'request') line.durationMs = Math.round((performance.now() - entry.started) * 1000) / 1000;
+    return JSON.stringify(line);
+  }
+}
+
+/** Opens the audit trail a sink spec names: `off`, `stdout`, `file` (DATA_DIR/audit.log) or `file:PATH`. */
+export async function openAuditTrail(options: {
+  spec: string;
+  dataDir: string;
+  store: Store;
+  key: MasterKey;
+  onFailure: (error: Error) => void;
+}): Promise<AuditTrail> {
+  const auditKey = await loadAuditKey(options.store, options.key);
+  const { spec } = options;
+  const sink =
+    spec === 'off'
+      ? new NullAuditSink()
+      : spec === 'stdout'
+        ? new StreamAuditSink(process.stdout)
+        : new FileAuditSink(spec === 'file' ? join(options.dataDir, AUDIT_FILE_NAME) : spec.slice('file:'.length), options.onFailure);
+  return new AuditTrail(sink, auditKey, { enabled: spec !== 'off', onFailure: options.onFailure });
+}
+
+export const AUDIT_FILE_NAME = 'audit.log';
