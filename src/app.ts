@@ -13,18 +13,19 @@ import { defaultAuthority, type ServeConfig } from './config.js';
 import { ConfigurationError } from './errors.js';
 import { openAuditTrail, type AuditTrail } from './audit/audit-trail.js';
 import { createRequestHandler } from './http/handler.js';
-import { answerClientError, sendRawError } from './http/respond.js';
+import { answerClientError, sendJson, sendRawError } from './http/respond.js';
+import { instrumentStore, Metrics } from './metrics.js';
 import type { Logger } from './log.js';
-import { Proxy } from './proxy/proxy.js';
+import { TargetProxy } from './proxy/proxy.js';
 import { TargetPolicy } from './proxy/target-policy.js';
-import { loadMasterKey, type MasterKey } from './secrets.js';
+import { loadMasterKey, type KeyRing } from './secrets.js';
 import { MembraneService, type RootCapabilities } from './service/membrane-service.js';
 import { DATABASE_FILE_NAME, SqliteStore } from './store/sqlite/sqlite-store.js';
 import type { Store } from './store/store.js';
 
 export interface OpenedStore {
   store: Store;
-  key: MasterKey;
+  key: KeyRing;
 }
 
 /**
@@ -52,6 +53,8 @@ export async function openStore(dataDir: string, masterKey: string | undefined, 
 export interface RunningMembrane {
   /** Base URL the server answers on (http:// or https://). */
   url: string;
+  /** Base URL of the admin listener (/metrics), when there is one. */
+  adminUrl: string | undefined;
   port: number;
   authority: string;
   service: MembraneService;
@@ -66,24 +69,45 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
     config.tlsCert !== undefined && config.tlsKey !== undefined
       ? { cert: readTlsFile(config.tlsCert, '--tls-cert'), key: readTlsFile(config.tlsKey, '--tls-key') }
       : undefined;
-  const { store, key } = await openStore(config.dataDir, config.masterKey, { create: true });
+  const metrics = new Metrics();
+  const opened = await openStore(config.dataDir, config.masterKey, { create: true });
+  const store = instrumentStore(opened.store, metrics);
+  const { key } = opened;
   const audit = await openAuditTrail({
     spec: config.audit,
     dataDir: config.dataDir,
     store,
     key,
-    onFailure: (error) => logger.error({ err: { message: error.message } }, 'the audit trail could not record a line'),
+    onFailure: (error) => {
+      metrics.auditFailures.inc();
+      logger.error({ err: { message: error.message } }, 'the audit trail could not record a line');
+    },
   });
   const targetPolicy = new TargetPolicy(config.allowTargets);
-  const proxy = new Proxy({
+  const proxy = new TargetProxy({
     targetPolicy,
+    onTargetError: (reason) => metrics.targetErrors.inc({ reason }),
     connectionsPerTarget: config.connectionsPerTarget,
     targetTimeoutMs: config.targetTimeoutMs,
     connectTimeoutMs: config.connectTimeoutMs,
     signedBodyLimit: config.signedBodyLimit,
   });
   let server: Server;
+  let admin: Server | undefined;
   try {
+    if (config.adminPort !== undefined) {
+      admin = createHttpServer((req, res) => {
+        if (req.method === 'GET' && (req.url === '/metrics' || req.url?.startsWith('/metrics?'))) {
+          void metrics.registry.metrics().then((text) => {
+            res.writeHead(200, { 'content-type': metrics.registry.contentType });
+            res.end(text);
+          });
+          return;
+        }
+        sendJson(res, 404, { error: 'Not Found', message: 'the admin listener serves GET /metrics' });
+      });
+      await listen(admin, config.adminPort, config.adminHost);
+    }
     // Bodies may stream for as long as they keep moving (no whole-request
     // deadline, which would cut long uploads); a head must arrive within
     // headersTimeout, and a connection idle for idleTimeout is closed.
@@ -97,6 +121,7 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
     server.setTimeout(config.idleTimeoutMs, (socket) => sendRawError(socket, 408, 'the connection was idle too long'));
     await listen(server, config.port, config.host);
   } catch (error) {
+    if (admin?.listening) await new Promise<void>((resolve) => admin!.close(() => resolve()));
     await proxy.close();
     await audit.close();
     await store.close();
@@ -110,7 +135,7 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
   let draining = false;
   server.on(
     'request',
-    createRequestHandler({ service, proxy, audit, logger, controlBodyLimit: config.controlBodyLimit, maxInFlight: config.maxInFlight, draining: () => draining }),
+    createRequestHandler({ service, proxy, audit, metrics, logger, controlBodyLimit: config.controlBodyLimit, maxInFlight: config.maxInFlight, draining: () => draining }),
   );
   server.on('clientError', answerClientError);
   // Membrane is not a forward proxy: no tunnels.
@@ -118,6 +143,8 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
 
   const scheme = tls === undefined ? 'http' : 'https';
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
+
+  const adminHost = config.adminHost.includes(':') ? `[${config.adminHost}]` : config.adminHost;
 
   let closing: Promise<void> | undefined;
   const close = (): Promise<void> =>
@@ -133,6 +160,7 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
       await closed;
       clearInterval(sweep);
       clearTimeout(deadline);
+      if (admin !== undefined) await new Promise<void>((resolve) => admin!.close(() => resolve()));
       await proxy.close();
       await audit.close();
       await store.close();
@@ -145,7 +173,15 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
     await close();
     throw error;
   }
-  return { url: `${scheme}://${host}:${port}`, port, authority, service, bootstrap, close };
+  return {
+    url: `${scheme}://${host}:${port}`,
+    adminUrl: admin === undefined ? undefined : `http://${adminHost}:${(admin.address() as AddressInfo).port}`,
+    port,
+    authority,
+    service,
+    bootstrap,
+    close,
+  };
 }
 
 /**

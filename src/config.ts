@@ -33,6 +33,9 @@ export interface ServeConfig {
   logLevel: LogLevel;
   /** `file` (DATA_DIR/audit.log), `file:PATH`, `stdout` or `off`. */
   audit: string;
+  /** Port of the admin listener (/metrics); undefined: no admin listener. */
+  adminPort: number | undefined;
+  adminHost: string;
   /** MEMBRANE_MASTER_KEY (environment only: a key never belongs on a command line). */
   masterKey: string | undefined;
 }
@@ -84,6 +87,8 @@ export const SERVE_OPTIONS = {
     schema: { type: 'string', pattern: '^(?:off|stdout|file|file:.+)$', description: 'off, stdout, file (DATA_DIR/audit.log) or file:PATH' },
     default: 'file', help: 'audit trail: file (DATA_DIR/audit.log), file:PATH, stdout or off',
   },
+  adminPort: { flag: 'admin-port', env: 'MEMBRANE_ADMIN_PORT', kind: 'integer', schema: INTEGER(0, 65535), help: 'serve /metrics (Prometheus) on this port; off when unset' },
+  adminHost: { flag: 'admin-host', env: 'MEMBRANE_ADMIN_HOST', kind: 'string', schema: { type: 'string', minLength: 1 }, default: '127.0.0.1', help: 'address of the admin listener' },
   logLevel: { flag: 'log-level', env: 'MEMBRANE_LOG_LEVEL', kind: 'string', schema: { type: 'string', enum: LOG_LEVELS, description: `one of ${LOG_LEVELS.join(', ')}` }, default: 'info', help: 'log level' },
 } satisfies Record<string, OptionSpec>;
 

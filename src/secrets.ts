@@ -10,10 +10,16 @@
  *
  * The master key comes from MEMBRANE_MASTER_KEY (base64 of 32 bytes) or from
  * the key file `master.key` in the data directory (mode 0600, created by
- * `membrane init` or the first `membrane serve`).
+ * `membrane init` or the first `membrane serve`). Either may hold several
+ * keys (comma-separated, or one per line): a key ring whose first key seals
+ * and whose others still open what they sealed, so that the master key can
+ * be rotated without downtime (`membrane keys rotate`). A ring read from the
+ * key file follows changes to the file: it re-reads the file before sealing
+ * when the file has changed, and when asked to open a value sealed under a
+ * key it does not hold.
  */
 import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
-import { closeSync, fstatSync, linkSync, openSync, readFileSync, unlinkSync } from 'node:fs';
+import { closeSync, fstatSync, linkSync, openSync, readFileSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { syncDirectory, writeTemporary } from './durable-file.js';
 import { ConfigurationError } from './errors.js';
@@ -28,12 +34,24 @@ const BASE64_KEY = /^[A-Za-z0-9+/]{43}=$/;
 
 export const KEY_FILE_NAME = 'master.key';
 
+/** What seals and opens secrets: one key, or a key ring. */
+export interface Sealer {
+  seal(plaintext: Buffer | string, purpose: string): Buffer;
+  unseal(blob: Buffer, purpose: string): Buffer;
+  unsealText(blob: Buffer, purpose: string): string;
+}
+
+/** The id of the key a sealed blob was sealed under (or undefined if it is no sealed blob). */
+export function sealedKeyId(blob: Buffer): Buffer | undefined {
+  return blob.length >= HEADER_BYTES + TAG_BYTES && blob[0] === VERSION ? blob.subarray(1, 1 + KEY_ID_BYTES) : undefined;
+}
+
 /** Thrown when a sealed blob cannot be opened: wrong key, wrong purpose, or altered. */
 export class UnsealError extends Error {
   readonly code = 'MEMBRANE_UNSEAL';
 }
 
-export class MasterKey {
+export class MasterKey implements Sealer {
   readonly id: Buffer;
   readonly #key: Buffer;
 
@@ -90,6 +108,76 @@ export class MasterKey {
   }
 }
 
+export class KeyRing implements Sealer {
+  #keys: readonly MasterKey[];
+  readonly #file: string | undefined;
+  #fileVersion: string | undefined;
+
+  /** `keys[0]` seals; every key opens. `file`: the key file the ring follows. */
+  constructor(keys: readonly MasterKey[], file?: string) {
+    if (keys.length === 0) throw new ConfigurationError('a key ring needs at least one key');
+    this.#keys = keys;
+    this.#file = file;
+    this.#fileVersion = file === undefined ? undefined : fileVersion(file);
+  }
+
+  /** The key that seals. */
+  get current(): MasterKey {
+    this.#follow(false);
+    return this.#keys[0]!;
+  }
+
+  get keys(): readonly MasterKey[] {
+    return this.#keys;
+  }
+
+  seal(plaintext: Buffer | string, purpose: string): Buffer {
+    return this.current.seal(plaintext, purpose);
+  }
+
+  unseal(blob: Buffer, purpose: string): Buffer {
+    const id = sealedKeyId(blob);
+    let key = id === undefined ? undefined : this.#keys.find((candidate) => candidate.id.equals(id));
+    if (key === undefined && id !== undefined && this.#follow(true)) key = this.#keys.find((candidate) => candidate.id.equals(id));
+    if (key === undefined) {
+      throw new UnsealError(id === undefined ? 'sealed value has an unknown format' : 'sealed value was sealed under a master key this server does not hold');
+    }
+    return key.unseal(blob, purpose);
+  }
+
+  unsealText(blob: Buffer, purpose: string): string {
+    return this.unseal(blob, purpose).toString('utf8');
+  }
+
+  /** Re-reads the key file if it changed (or, with `force`, anyway); true if the keys changed. */
+  #follow(force: boolean): boolean {
+    if (this.#file === undefined) return false;
+    const version = fileVersion(this.#file);
+    if (!force && version === this.#fileVersion) return false;
+    const keys = readKeyFile(this.#file);
+    this.#fileVersion = version;
+    const changed = keys.length !== this.#keys.length || keys.some((key, i) => !key.id.equals(this.#keys[i]!.id));
+    this.#keys = keys;
+    return changed;
+  }
+}
+
+function fileVersion(path: string): string | undefined {
+  try {
+    const stat = statSync(path);
+    return `${stat.ino}:${stat.size}:${stat.mtimeMs}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Parses one or more base64 keys separated by commas or line breaks; the first is current. */
+export function parseKeys(text: string, source: string): MasterKey[] {
+  const parts = text.split(/[,\n]/).map((part) => part.trim()).filter((part) => part !== '');
+  if (parts.length === 0) throw new ConfigurationError(`${source} must be base64 of ${KEY_BYTES} bytes`);
+  return parts.map((part) => MasterKey.fromBase64(part, source));
+}
+
 export interface LoadMasterKeyOptions {
   dataDir: string;
   /** Value of MEMBRANE_MASTER_KEY, if set; it takes precedence over the key file. */
@@ -98,14 +186,13 @@ export interface LoadMasterKeyOptions {
   create: boolean;
 }
 
-export function loadMasterKey(options: LoadMasterKeyOptions): MasterKey {
+export function loadMasterKey(options: LoadMasterKeyOptions): KeyRing {
   if (options.envValue !== undefined && options.envValue !== '') {
-    return MasterKey.fromBase64(options.envValue, 'MEMBRANE_MASTER_KEY');
+    return new KeyRing(parseKeys(options.envValue, 'MEMBRANE_MASTER_KEY'));
   }
-  const path = join(options.dataDir, KEY_FILE_NAME);
-  let fd: number;
+  const path = keyFilePath(options.dataDir);
   try {
-    fd = openSync(path, 'r');
+    return new KeyRing(readKeyFile(path), path);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'ENOENT') throw error;
     if (!options.create) {
@@ -113,15 +200,40 @@ export function loadMasterKey(options: LoadMasterKeyOptions): MasterKey {
     }
     return createKeyFile(path, options);
   }
+}
+
+export function keyFilePath(dataDir: string): string {
+  return join(dataDir, KEY_FILE_NAME);
+}
+
+/** Reads the key file, refusing one that others can read. Throws ENOENT errors as they are. */
+function readKeyFile(path: string): MasterKey[] {
+  const fd = openSync(path, 'r');
   try {
     const mode = fstatSync(fd).mode & 0o777;
     if ((mode & 0o077) !== 0) {
       throw new ConfigurationError(`${path} is readable by others (mode ${mode.toString(8)}); run chmod 600 on it`);
     }
-    return MasterKey.fromBase64(readFileSync(fd, 'utf8'), path);
+    return parseKeys(readFileSync(fd, 'utf8'), path);
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * Replaces the key file's contents atomically (a private temporary file
+ * renamed into place), keys one per line, the first current.
+ */
+export function writeKeyFile(dataDir: string, keys: readonly MasterKey[]): void {
+  const path = keyFilePath(dataDir);
+  const temporary = writeTemporary(path, keys.map((key) => `${key.toBase64()}\n`).join(''));
+  try {
+    renameSync(temporary, path);
+  } catch (error) {
+    unlinkSync(temporary);
+    throw error;
+  }
+  syncDirectory(dataDir);
 }
 
 /**
@@ -129,7 +241,7 @@ export function loadMasterKey(options: LoadMasterKeyOptions): MasterKey {
  * a concurrent reader sees either no key file or a complete one, and two
  * processes racing to create it end up sharing one key.
  */
-function createKeyFile(path: string, options: LoadMasterKeyOptions): MasterKey {
+function createKeyFile(path: string, options: LoadMasterKeyOptions): KeyRing {
   const key = MasterKey.generate();
   const temporary = writeTemporary(path, `${key.toBase64()}\n`);
   try {
@@ -141,5 +253,5 @@ function createKeyFile(path: string, options: LoadMasterKeyOptions): MasterKey {
     unlinkSync(temporary);
   }
   syncDirectory(options.dataDir);
-  return key;
+  return new KeyRing([key], path);
 }

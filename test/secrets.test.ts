@@ -58,15 +58,15 @@ test('loadMasterKey creates a 0600 key file once and then reads it', async () =>
   assert.equal((await stat(path)).mode & 0o777, 0o600);
   assert.match(await readFile(path, 'utf8'), /^[A-Za-z0-9+/]{43}=\n$/);
   const again = loadMasterKey({ dataDir, create: true });
-  assert.equal(again.toBase64(), created.toBase64());
+  assert.equal(again.current.toBase64(), created.current.toBase64());
 });
 
 test('MEMBRANE_MASTER_KEY takes precedence over the key file', async () => {
   const dataDir = await dir();
   const file = loadMasterKey({ dataDir, create: true });
   const env = MasterKey.generate().toBase64();
-  assert.equal(loadMasterKey({ dataDir, create: true, envValue: env }).toBase64(), env);
-  assert.notEqual(env, file.toBase64());
+  assert.equal(loadMasterKey({ dataDir, create: true, envValue: env }).current.toBase64(), env);
+  assert.notEqual(env, file.current.toBase64());
 });
 
 test('a key file that others can read, or that is malformed, is refused', async () => {

@@ -18,7 +18,7 @@
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import { ServiceUnavailableError } from '../errors.js';
-import type { MasterKey } from '../secrets.js';
+import type { Sealer } from '../secrets.js';
 import type { Store } from '../store/store.js';
 import { hashToken, parseCapabilityUri } from '../token.js';
 import { join } from 'node:path';
@@ -59,10 +59,11 @@ export interface AuditEntry {
   fields: AuditFields;
 }
 
-const SEALED_AUDIT_KEY = 'meta.audit-key';
+/** The purpose (GCM additional data) of the sealed audit key. */
+export const SEALED_AUDIT_KEY = 'meta.audit-key';
 
 /** The store's audit key (created on first use, sealed under the master key). */
-export async function loadAuditKey(store: Store, key: MasterKey): Promise<Buffer> {
+export async function loadAuditKey(store: Store, key: Sealer): Promise<Buffer> {
   const sealed = await store.initMeta('audit-key', key.seal(randomBytes(32), SEALED_AUDIT_KEY));
   return key.unseal(sealed, SEALED_AUDIT_KEY);
 }
@@ -145,7 +146,7 @@ export async function openAuditTrail(options: {
   spec: string;
   dataDir: string;
   store: Store;
-  key: MasterKey;
+  key: Sealer;
   onFailure: (error: Error) => void;
 }): Promise<AuditTrail> {
   const auditKey = await loadAuditKey(options.store, options.key);

@@ -6,14 +6,15 @@
  * Exit codes: 0 success, 1 failure, 2 usage error. Errors are one line on
  * stderr.
  */
+import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { createTenant, openStore, startMembrane } from '../app.js';
-import { readFileSync } from 'node:fs';
 import { auditId, loadAuditKey, openAuditTrail } from '../audit/audit-trail.js';
 import { defaultAuthority, resolveOptions, resolveServeConfig, SERVE_OPTIONS } from '../config.js';
 import { ConfigurationError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { MembraneService, type RootCapabilities } from '../service/membrane-service.js';
+import { loadMasterKey, MasterKey, writeKeyFile } from '../secrets.js';
+import { MembraneService, resealStore, type RootCapabilities } from '../service/membrane-service.js';
 import { hashToken, isWellFormedToken, parseCapabilityUri, redactTokens } from '../token.js';
 import { ProfileStore } from './profile-store.js';
 
@@ -33,6 +34,8 @@ Usage:
                                            (saved as a capi profile only when --capi-profile is given)
   membrane audit-hash [--data-dir DIR] [--json] TOKEN|CAPABILITY|-
                                            print the id a token has in the audit trail (- reads it from stdin)
+  membrane keys rotate [--data-dir DIR] [--json]
+                                           re-seal every secret under a new master key, online
   membrane --help | --version
 
 Options of serve (each also read from the environment variable shown):
@@ -99,6 +102,9 @@ async function run(argv: readonly string[]): Promise<number> {
       return tenantCommand(rest.slice(1), { init: false });
     case 'audit-hash':
       return auditHash(rest);
+    case 'keys':
+      if (rest[0] !== 'rotate') throw new UsageError(`unknown command "keys ${rest[0] ?? ''}"; did you mean "keys rotate"?`);
+      return rotateKeys(rest.slice(1));
     default:
       throw new UsageError(`unknown command "${command}"`);
   }
@@ -183,6 +189,52 @@ async function auditHash(args: readonly string[]): Promise<number> {
   }
 }
 
+/** How long servers have to notice a changed key file before the old key is dropped from it. */
+const KEY_FILE_GRACE_MS = 2_000;
+
+/**
+ * Rotates the master key while servers keep running. With the key file: a
+ * new key is generated and written first in the file (old keys after it, so
+ * servers, which follow the file, seal with the new key and still open
+ * old values); every sealed value is re-sealed under the new key; after a
+ * grace period and a last pass, the file keeps only the new key. With
+ * MEMBRANE_MASTER_KEY: the new key must already be first in it
+ * (NEW,OLD) and every value is re-sealed under it.
+ */
+async function rotateKeys(args: readonly string[]): Promise<number> {
+  const { values } = parse(args, { 'data-dir': { type: 'string' }, json: { type: 'boolean' } });
+  const dataDir = resolveOptions(['dataDir'], { 'data-dir': values['data-dir'] }, process.env).dataDir as string;
+  const fromEnvironment = process.env.MEMBRANE_MASTER_KEY !== undefined && process.env.MEMBRANE_MASTER_KEY !== '';
+  const { store, key } = await openStore(dataDir, process.env.MEMBRANE_MASTER_KEY, { create: false });
+  try {
+    let current: MasterKey;
+    if (fromEnvironment) {
+      current = key.current;
+    } else {
+      current = MasterKey.generate();
+      writeKeyFile(dataDir, [current, ...key.keys]);
+    }
+    const ring = fromEnvironment ? key : loadMasterKey({ dataDir, create: false });
+    let result = await resealStore(store, ring);
+    if (!fromEnvironment) {
+      await new Promise((resolve) => setTimeout(resolve, KEY_FILE_GRACE_MS));
+      const last = await resealStore(store, ring);
+      result = { resealed: result.resealed + last.resealed, unreadable: last.unreadable };
+      if (result.unreadable === 0) writeKeyFile(dataDir, [current]);
+    }
+    const keyId = current.id.toString('hex');
+    if (values.json === true) process.stdout.write(`${JSON.stringify({ keyId, ...result })}\n`);
+    else process.stdout.write(`re-sealed ${result.resealed} values under master key ${keyId}\n`);
+    if (result.unreadable > 0) {
+      process.stderr.write(`membrane: ${result.unreadable} sealed values could not be opened with any key held; the old keys are kept\n`);
+      return 1;
+    }
+    return 0;
+  } finally {
+    await store.close();
+  }
+}
+
 /** The capi profile to save root capabilities in, if any. */
 function profileName(values: { 'capi-profile'?: string; 'no-capi-profile'?: boolean }, byDefault: boolean): string | undefined {
   if (values['no-capi-profile'] === true) {
@@ -243,6 +295,7 @@ async function serve(args: readonly string[]): Promise<number> {
     if (profile !== undefined) await saveProfile(running.bootstrap, serviceAddress(running.authority, running.url.startsWith('https:') ? 'https' : 'http'), profile);
   }
   logger.info({ url: running.url, authority: running.authority, dataDir: config.dataDir }, 'listening');
+  if (running.adminUrl !== undefined) logger.info({ url: running.adminUrl }, 'admin listening (/metrics)');
 
   return new Promise<number>((resolve) => {
     let signals = 0;

@@ -8,7 +8,8 @@ import { performance } from 'node:perf_hooks';
 import type { AuditAction, AuditFields, AuditTrail } from '../audit/audit-trail.js';
 import { BadRequestError, MembraneError, MethodNotAllowedError, ServiceUnavailableError, UnauthorizedError } from '../errors.js';
 import type { Logger } from '../log.js';
-import type { ForwardOutcome, Proxy } from '../proxy/proxy.js';
+import { statusClass, type Metrics } from '../metrics.js';
+import type { ForwardOutcome, TargetProxy } from '../proxy/proxy.js';
 import type { MembraneService } from '../service/membrane-service.js';
 import { isWellFormedToken } from '../token.js';
 import { readBody } from '../body.js';
@@ -17,8 +18,9 @@ import { sendError, sendJson } from './respond.js';
 
 export interface HandlerContext {
   service: MembraneService;
-  proxy: Proxy;
+  proxy: TargetProxy;
   audit: AuditTrail;
+  metrics: Metrics;
   logger: Logger;
   /** Largest control-plane request body, in bytes. */
   controlBodyLimit: number;
@@ -72,6 +74,7 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
           throw new ServiceUnavailableError('too many invocations are in flight; try again shortly', { 'retry-after': '1' });
         }
         state.inFlight += 1;
+        context.metrics.inFlight.inc();
         let outcome: ForwardOutcome | undefined;
         let failed: number | undefined;
         try {
@@ -82,6 +85,10 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
           throw error;
         } finally {
           state.inFlight -= 1;
+          context.metrics.inFlight.dec();
+          const scheme = capability.target.signing?.scheme.name ?? 'none';
+          context.metrics.invocations.inc({ status_class: statusClass(outcome?.status ?? failed ?? 0), scheme });
+          context.metrics.invocationSeconds.observe({ scheme }, (performance.now() - started) / 1000);
           if (context.audit.enabled) {
             context.audit.event('capability.invoke', started, {
               ...audit,
@@ -109,10 +116,12 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
         await readBody(req, context.controlBodyLimit);
         const result = await context.service.queryMembranes(capability.tenantId, rawQuery(req.url)).catch((error: unknown) => {
           context.audit.event('membrane.query', started, { ...audit, status: statusOf(error) });
+          context.metrics.controlPlane.inc({ action: 'membrane.query', status_class: statusClass(statusOf(error)) });
           throw error;
         });
         status = reply(res, 200, result);
         context.audit.event('membrane.query', started, { ...audit, status });
+        context.metrics.controlPlane.inc({ action: 'membrane.query', status_class: '2xx' });
         return;
       }
       case 'deleteSelf': {
@@ -120,6 +129,7 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
         await readBody(req, context.controlBodyLimit);
         status = await audited(context, res, 'tenant.deleteSelf', audit, async () => {
           await context.service.deleteTenant(capability.tenantId);
+          context.metrics.revocations.inc({ of: 'tenant' });
           return { status: 202, body: ACCEPTED };
         });
         return;
@@ -139,6 +149,7 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
         await readBody(req, context.controlBodyLimit);
         status = await audited(context, res, 'membrane.revoke', audit, async () => {
           await context.service.revokeMembrane(capability.membraneId);
+          context.metrics.revocations.inc({ of: 'membrane' });
           return { status: 202, body: ACCEPTED };
         });
         return;
@@ -173,9 +184,11 @@ async function audited(
   try {
     result = await perform();
   } catch (error) {
+    context.metrics.controlPlane.inc({ action, status_class: statusClass(statusOf(error)) });
     await context.audit.end(entry, { status: statusOf(error), ...(error instanceof MembraneError ? { message: error.message } : {}) });
     throw error;
   }
+  context.metrics.controlPlane.inc({ action, status_class: statusClass(result.status) });
   await context.audit.end(entry, { status: result.status, ...result.fields });
   return reply(res, result.status, result.body);
 }

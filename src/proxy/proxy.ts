@@ -33,7 +33,11 @@ export interface ProxyOptions {
   signedBodyLimit: number;
   /** Most distinct TLS configs with a live connection pool. */
   maxTlsPools?: number;
+  /** Told of every failure toward a target, by reason (for metrics). */
+  onTargetError?: (reason: TargetErrorReason) => void;
 }
+
+export type TargetErrorReason = 'timeout' | 'refused' | 'dns' | 'tls' | 'protocol' | 'reset' | 'denied' | 'cut' | 'other';
 
 /** How an invocation ended, for the audit trail. */
 export interface ForwardOutcome {
@@ -46,7 +50,7 @@ export interface ForwardOutcome {
   bytesOut: number;
 }
 
-export class Proxy {
+export class TargetProxy {
   readonly #options: ProxyOptions;
   readonly #defaultAgent: Agent;
   readonly #tlsAgents: LRUCache<string, Agent>;
@@ -68,7 +72,10 @@ export class Proxy {
     // A literal address is connected to without a lookup, so it is checked here.
     if (target.literalAddress !== undefined) {
       const reason = this.#options.targetPolicy.refusal(target.literalAddress);
-      if (reason !== undefined) throw new BadGatewayError(`the target's address is ${reason}, which this server's target policy does not allow`);
+      if (reason !== undefined) {
+        this.#options.onTargetError?.('denied');
+        throw new BadGatewayError(`the target's address is ${reason}, which this server's target policy does not allow`);
+      }
     }
     const method = target.method ?? req.method ?? 'GET';
     const path = targetPath(target, req.url ?? '/');
@@ -131,10 +138,13 @@ export class Proxy {
       return { status, cut: false, bytesIn: counted.bytesIn, bytesOut: bytesOut() };
     } catch (error) {
       if (started || res.destroyed) {
+        if (started) this.#options.onTargetError?.('cut');
         res.destroy();
         return { status, cut: true, bytesIn: counted.bytesIn, bytesOut: bytesOut() };
       }
-      throw upstreamError(error);
+      const { failure, reason } = upstreamError(error);
+      if (reason !== undefined) this.#options.onTargetError?.(reason);
+      throw failure;
     } finally {
       res.off('close', onClose);
     }
@@ -190,20 +200,17 @@ const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEO
 /** OpenSSL verification results (Node sets them as the error code) and Node's TLS error codes. */
 const TLS_CODE = /CERT|CRL|SSL|TLS|OSSL|UNABLE_TO_|SIGNATURE|INVALID_CA|PATH_LENGTH_EXCEEDED|INVALID_PURPOSE|HOSTNAME_MISMATCH/;
 
-/** Maps a failure to reach the target to 502 or 504, without addresses or stack traces. */
-function upstreamError(error: unknown): MembraneError {
-  if (error instanceof MembraneError) return error;
+/** Maps a failure to reach the target to 502 or 504 (without addresses or stack traces) and a reason for metrics. */
+function upstreamError(error: unknown): { failure: MembraneError; reason?: TargetErrorReason } {
+  if (error instanceof MembraneError) return { failure: error };
   const code = String((error as { code?: unknown }).code ?? '');
-  if (TIMEOUT_CODES.has(code)) return new GatewayTimeoutError('the target did not answer in time');
-  if (code === TARGET_DENIED) return new BadGatewayError(`${(error as Error).message}, which this server's target policy does not allow`);
-  if (code === 'ECONNREFUSED') return new BadGatewayError('the target refused the connection');
-  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return new BadGatewayError("the target's host name could not be resolved");
-  if (TLS_CODE.test(code)) return new BadGatewayError('the TLS handshake with the target failed');
-  if (code.startsWith('HPE_') || code === 'UND_ERR_INFO' || code === 'UND_ERR_HEADERS_OVERFLOW') {
-    return new BadGatewayError("the target's response was not valid HTTP");
-  }
-  if (code === 'ECONNRESET' || code === 'UND_ERR_SOCKET' || code === 'EPIPE') {
-    return new BadGatewayError('the target closed the connection before answering');
-  }
-  return new BadGatewayError('the target could not be reached');
+  const bad = (message: string, reason: TargetErrorReason) => ({ failure: new BadGatewayError(message), reason });
+  if (TIMEOUT_CODES.has(code)) return { failure: new GatewayTimeoutError('the target did not answer in time'), reason: 'timeout' };
+  if (code === TARGET_DENIED) return bad(`${(error as Error).message}, which this server's target policy does not allow`, 'denied');
+  if (code === 'ECONNREFUSED') return bad('the target refused the connection', 'refused');
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return bad("the target's host name could not be resolved", 'dns');
+  if (TLS_CODE.test(code)) return bad('the TLS handshake with the target failed', 'tls');
+  if (code.startsWith('HPE_') || code === 'UND_ERR_INFO' || code === 'UND_ERR_HEADERS_OVERFLOW') return bad("the target's response was not valid HTTP", 'protocol');
+  if (code === 'ECONNRESET' || code === 'UND_ERR_SOCKET' || code === 'EPIPE') return bad('the target closed the connection before answering', 'reset');
+  return bad('the target could not be reached', 'other');
 }

@@ -15,7 +15,8 @@ import { isIP } from 'node:net';
 import { prepareTarget, type Target } from '../proxy/target.js';
 import { TargetPolicy } from '../proxy/target-policy.js';
 import { compileValidator } from '../schema.js';
-import { MasterKey } from '../secrets.js';
+import { SEALED_AUDIT_KEY } from '../audit/audit-trail.js';
+import type { KeyRing, Sealer } from '../secrets.js';
 import type { CapabilityRecord, Store } from '../store/store.js';
 import { capabilityUri, generateToken, hashToken, parseCapabilityUri } from '../token.js';
 import { CapabilityCache } from './capability-cache.js';
@@ -29,6 +30,69 @@ const SEALED = {
   config: 'capability.config',
   keyCheck: 'meta.key-check',
 } as const;
+
+/** The purpose of each sealed cell of the store (meta cells by their key). */
+function purposeOf(column: string, row: string | number): string | undefined {
+  switch (column) {
+    case 'membranes.sealed_export_token':
+      return SEALED.exportToken;
+    case 'membranes.sealed_revoke_token':
+      return SEALED.revokeToken;
+    case 'capabilities.sealed_config':
+      return SEALED.config;
+    case 'meta.value':
+      return row === 'key-check' ? SEALED.keyCheck : row === 'audit-key' ? SEALED_AUDIT_KEY : undefined;
+    default:
+      return undefined;
+  }
+}
+
+export interface ResealResult {
+  /** Values now sealed under the ring's current key. */
+  resealed: number;
+  /** Values that could not be opened with any key of the ring (left as they are). */
+  unreadable: number;
+}
+
+/**
+ * Re-seals every sealed value of the store that is not sealed under the
+ * ring's current key: opens it with whichever key of the ring sealed it and
+ * seals it again, replacing it only if it did not change meanwhile (a
+ * value that did is taken up again on the next pass). Repeats until a pass
+ * finds nothing left, so values written during the run are covered too.
+ */
+export async function resealStore(store: Store, ring: KeyRing, batch = 500): Promise<ResealResult> {
+  const result: ResealResult = { resealed: 0, unreadable: 0 };
+  const unreadable = new Set<string>();
+  for (;;) {
+    let found = 0;
+    const current = ring.current;
+    for (const column of store.sealedColumns()) {
+      let after: string | number | null = null;
+      for (;;) {
+        const cells = await store.findSealed(column, current.id, after, batch);
+        if (cells.length === 0) break;
+        for (const cell of cells) {
+          after = cell.row;
+          const where = `${column}:${cell.row}`;
+          const purpose = purposeOf(column, cell.row);
+          if (purpose === undefined || unreadable.has(where)) continue;
+          let opened: Buffer;
+          try {
+            opened = ring.unseal(cell.value, purpose);
+          } catch {
+            unreadable.add(where);
+            result.unreadable += 1;
+            continue;
+          }
+          found += 1;
+          if (await store.replaceSealed(column, cell.row, cell.value, current.seal(opened, purpose))) result.resealed += 1;
+        }
+      }
+    }
+    if (found === 0) return result;
+  }
+}
 
 export const QUERY_LIMIT_MAX = 1000;
 
@@ -85,13 +149,13 @@ const UNPRINTABLE = /[\u0000-\u001F\u007F-\u009F]|\p{Cs}/u;
 
 export class MembraneService {
   readonly #store: Store;
-  readonly #key: MasterKey;
+  readonly #key: Sealer;
   readonly #authority: string;
   readonly #cache: CapabilityCache<ExportedCapability>;
   readonly #targetPolicy: TargetPolicy;
   readonly #auditId: (tokenHash: Buffer) => string;
 
-  constructor(store: Store, key: MasterKey, options: MembraneServiceOptions) {
+  constructor(store: Store, key: Sealer, options: MembraneServiceOptions) {
     this.#auditId = options.auditId;
     this.#store = store;
     this.#key = key;
@@ -113,7 +177,7 @@ export class MembraneService {
    * Checks that `key` is the key this store's secrets are sealed under (the
    * first process to open a store records a sealed check value).
    */
-  static async verifyKey(store: Store, key: MasterKey): Promise<boolean> {
+  static async verifyKey(store: Store, key: Sealer): Promise<boolean> {
     const stored = await store.initMeta('key-check', key.seal('membrane', SEALED.keyCheck));
     try {
       key.unseal(stored, SEALED.keyCheck);

@@ -117,5 +117,22 @@ export interface Store {
   insertExportedCapability(capability: NewExportedCapability): Promise<number | undefined>;
   findCapability(hash: Buffer): Promise<CapabilityRecord | undefined>;
 
+  /** Names of the columns that hold sealed values, e.g. `membranes.sealed_export_token` (`meta.value` for meta). */
+  sealedColumns(): readonly string[];
+  /**
+   * Up to `limit` cells of a sealed column whose value was not sealed under
+   * `keyId` (the key id is bytes 1-8 of a sealed value), in row order after
+   * `after` (null: from the start).
+   */
+  findSealed(column: string, keyId: Buffer, after: string | number | null, limit: number): Promise<SealedCell[]>;
+  /** Replaces a sealed cell's value if it still holds `expected`; false if it changed meanwhile. */
+  replaceSealed(column: string, row: string | number, expected: Buffer, value: Buffer): Promise<boolean>;
+
   close(): Promise<void>;
+}
+
+export interface SealedCell {
+  /** The row's key: an id, or for meta the meta key. */
+  row: string | number;
+  value: Buffer;
 }

@@ -42,6 +42,8 @@ export function testConfig(dataDir: string, overrides: Partial<ServeConfig> = {}
     drainTimeoutMs: 5_000,
     logLevel: 'silent',
     audit: 'file',
+    adminPort: undefined,
+    adminHost: '127.0.0.1',
     masterKey: undefined,
     ...overrides,
   };

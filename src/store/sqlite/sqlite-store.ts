@@ -16,6 +16,7 @@ import type {
   MembraneListing,
   NewExportedCapability,
   NewMembrane,
+  SealedCell,
   Store,
   TenantRootHashes,
 } from '../store.js';
@@ -47,6 +48,14 @@ interface MembraneRow {
   sealed_export_token: Buffer;
   sealed_revoke_token: Buffer;
 }
+
+/** Sealed columns: table, column, and the row key column. */
+const SEALED_COLUMNS: Record<string, { table: string; column: string; key: string }> = {
+  'membranes.sealed_export_token': { table: 'membranes', column: 'sealed_export_token', key: 'id' },
+  'membranes.sealed_revoke_token': { table: 'membranes', column: 'sealed_revoke_token', key: 'id' },
+  'capabilities.sealed_config': { table: 'capabilities', column: 'sealed_config', key: 'id' },
+  'meta.value': { table: 'meta', column: 'value', key: 'key' },
+};
 
 export class SqliteStore implements Store {
   readonly #db: Database.Database;
@@ -255,9 +264,36 @@ export class SqliteStore implements Store {
     };
   }
 
+  sealedColumns(): readonly string[] {
+    return Object.keys(SEALED_COLUMNS);
+  }
+
+  async findSealed(column: string, keyId: Buffer, after: string | number | null, limit: number): Promise<SealedCell[]> {
+    const { table, column: name, key } = sealedColumn(column);
+    const rows = this.#db
+      .prepare(
+        `SELECT ${key} AS row, ${name} AS value FROM ${table}
+          WHERE ${name} IS NOT NULL AND substr(${name}, 2, 8) <> ? AND (? IS NULL OR ${key} > ?)
+          ORDER BY ${key} LIMIT ?`,
+      )
+      .all(keyId, after, after, limit) as SealedCell[];
+    return rows;
+  }
+
+  async replaceSealed(column: string, row: string | number, expected: Buffer, value: Buffer): Promise<boolean> {
+    const { table, column: name, key } = sealedColumn(column);
+    return this.#db.prepare(`UPDATE ${table} SET ${name} = ? WHERE ${key} = ? AND ${name} = ?`).run(value, row, expected).changes > 0;
+  }
+
   async close(): Promise<void> {
     if (this.#db.open) this.#db.close();
   }
+}
+
+function sealedColumn(column: string): { table: string; column: string; key: string } {
+  const found = SEALED_COLUMNS[column];
+  if (found === undefined) throw new Error(`no sealed column ${column}`);
+  return found;
 }
 
 function migrate(db: Database.Database): void {
