@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { createServer as createHttpServer, type Server } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { join } from 'node:path';
 import { defaultAuthority, type ServeConfig } from './config.js';
@@ -60,6 +60,8 @@ export interface RunningMembrane {
   service: MembraneService;
   /** Root capabilities of the tenant created because the store was empty, if any. */
   bootstrap: RootCapabilities | undefined;
+  /** The audit trail (its ids let tests and tools correlate lines). */
+  audit: AuditTrail;
   /** Stops accepting, lets in-flight requests finish (up to the drain timeout), then closes everything. */
   close(): Promise<void>;
 }
@@ -118,7 +120,11 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
       connectionsCheckingInterval: Math.min(1_000, config.headersTimeoutMs),
     };
     server = tls === undefined ? createHttpServer(options) : createHttpsServer({ ...options, ...tls });
-    server.setTimeout(config.idleTimeoutMs, (socket) => sendRawError(socket, 408, 'the connection was idle too long'));
+    server.setTimeout(config.idleTimeoutMs, (socket: Socket & { _httpMessage?: unknown }) => {
+      // A request stalled mid-way gets a 408; an idle keep-alive connection is just closed.
+      if (socket._httpMessage) sendRawError(socket, 408, 'the connection was idle too long');
+      else socket.destroy();
+    });
     await listen(server, config.port, config.host);
   } catch (error) {
     if (admin?.listening) await new Promise<void>((resolve) => admin!.close(() => resolve()));
@@ -168,7 +174,7 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
 
   let bootstrap: RootCapabilities | undefined;
   try {
-    bootstrap = await createTenant(service, audit, { onlyIfEmpty: true });
+    if (await store.isEmpty()) bootstrap = await createTenant(service, audit, { onlyIfEmpty: true });
   } catch (error) {
     await close();
     throw error;
@@ -180,6 +186,7 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
     authority,
     service,
     bootstrap,
+    audit,
     close,
   };
 }

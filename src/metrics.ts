@@ -49,7 +49,7 @@ export class Metrics {
   readonly auditFailures = new Counter({ name: 'membrane_audit_failures_total', help: 'Audit lines that could not be written', registers: [this.registry] });
 
   constructor() {
-    collectDefaultMetrics({ register: this.registry, prefix: 'membrane_process_' });
+    collectDefaultMetrics({ register: this.registry, prefix: 'membrane_' });
   }
 }
 

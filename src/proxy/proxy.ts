@@ -93,8 +93,10 @@ export class TargetProxy {
     }
     const counted = { bytesIn: Buffer.isBuffer(body) ? body.length : 0 };
     if (body === null && requestHasBody(req) && !req.complete) body = relay(req, counted);
-    const written = res.socket?.bytesWritten ?? 0;
-    const bytesOut = (): number => (res.socket?.bytesWritten ?? written) - written;
+    // The socket is detached from the response once it finishes: keep it.
+    const socket = res.socket;
+    const written = socket?.bytesWritten ?? 0;
+    const bytesOut = (): number => (socket?.bytesWritten ?? written) - written;
 
     const abort = new AbortController();
     const onClose = (): void => {
