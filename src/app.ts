@@ -13,7 +13,7 @@ import { defaultAuthority, type ServeConfig } from './config.js';
 import { ConfigurationError } from './errors.js';
 import { openAuditTrail, type AuditTrail } from './audit/audit-trail.js';
 import { createRequestHandler } from './http/handler.js';
-import { answerClientError, sendJson, sendRawError } from './http/respond.js';
+import { answerClientError, answerExpectation, sendJson, sendRawError } from './http/respond.js';
 import { instrumentStore, Metrics } from './metrics.js';
 import type { Logger } from './log.js';
 import { TargetProxy } from './proxy/proxy.js';
@@ -114,6 +114,8 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
     // deadline, which would cut long uploads); a head must arrive within
     // headersTimeout, and a connection idle for idleTimeout is closed.
     const options = {
+      // Host is checked by the handler, so that its absence gets a JSON 400 like every refusal.
+      requireHostHeader: false,
       requestTimeout: 0,
       headersTimeout: config.headersTimeoutMs,
       maxHeaderSize: config.maxHeaderSize,
@@ -144,6 +146,7 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
     createRequestHandler({ service, proxy, audit, metrics, logger, controlBodyLimit: config.controlBodyLimit, maxInFlight: config.maxInFlight, draining: () => draining }),
   );
   server.on('clientError', answerClientError);
+  server.on('checkExpectation', answerExpectation);
   // Membrane is not a forward proxy: no tunnels.
   server.on('connect', (_req, socket: Duplex) => sendRawError(socket, 405, 'CONNECT is not supported', 'allow: GET, POST, DELETE\r\n'));
 

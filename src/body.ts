@@ -19,6 +19,7 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       req.off('data', onData);
       req.off('end', onEnd);
       req.off('error', onError);
+      req.off('close', onClose);
     };
     const onData = (chunk: Buffer): void => {
       received += chunk.length;
@@ -38,8 +39,11 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       cleanup();
       reject(error);
     };
+    // The connection went before the body was complete (the client left, or its body was malformed).
+    const onClose = (): void => onError(new Error('the request body was cut off'));
     req.on('data', onData);
     req.on('end', onEnd);
     req.on('error', onError);
+    req.on('close', onClose);
   });
 }

@@ -129,6 +129,9 @@ export function resolveOptions<N extends OptionName>(
 
 export function resolveServeConfig(flags: Readonly<Record<string, string | undefined>>, env: NodeJS.ProcessEnv): ServeConfig {
   const options = resolveOptions(Object.keys(SERVE_OPTIONS) as OptionName[], flags, env);
+  if ((options.idleTimeoutMs as number) <= (options.headersTimeoutMs as number)) {
+    throw new ConfigurationError('--idle-timeout-ms (MEMBRANE_IDLE_TIMEOUT_MS) must be longer than --headers-timeout-ms, or a slow head would be closed without an answer');
+  }
   if ((options.idleTimeoutMs as number) <= (options.targetTimeoutMs as number)) {
     throw new ConfigurationError('--idle-timeout-ms (MEMBRANE_IDLE_TIMEOUT_MS) must be longer than --target-timeout-ms, or a slow target would have its requester cut off first');
   }

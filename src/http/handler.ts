@@ -45,6 +45,7 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
   let kind = 'none';
   let status = 0;
   try {
+    checkHost(req);
     if (isProbe(req, '/healthz')) {
       if (context.draining()) throw new ServiceUnavailableError('the server is shutting down');
       status = reply(res, 200, { status: 'ok' });
@@ -195,6 +196,18 @@ async function audited(
 
 function statusOf(error: unknown): number {
   return error instanceof MembraneError ? error.status : 500;
+}
+
+/**
+ * HTTP/1.1 requires exactly one Host header (RFC 9112 §3.2). Membrane
+ * ignores its value, but two are refused rather than guessed between.
+ */
+function checkHost(req: IncomingMessage): void {
+  let count = 0;
+  const raw = req.rawHeaders;
+  for (let i = 0; i < raw.length; i += 2) if (raw[i]!.length === 4 && raw[i]!.toLowerCase() === 'host') count += 1;
+  if (count > 1) throw new BadRequestError('the request has more than one Host header');
+  if (count === 0 && req.httpVersionMajor === 1 && req.httpVersionMinor >= 1) throw new BadRequestError('the request has no Host header');
 }
 
 function reply(res: ServerResponse, status: number, body: unknown): number {

@@ -68,10 +68,24 @@ export function sendRawError(socket: Duplex, status: number, message: string, ex
   );
 }
 
-/** The answer to a request Node's HTTP parser refused. */
+/**
+ * The answer to a request Node's HTTP parser refused. When the refused bytes
+ * follow a request that arrived whole and is still being answered
+ * (pipelined garbage), that answer is completed, so that what the client is
+ * told matches what was done, and then the connection is closed; the
+ * garbage gets no answer of its own. When they are the body of the request
+ * being answered (bad chunking), that request is refused.
+ */
 export function answerClientError(error: Error & { code?: string }, socket: Duplex): void {
   if (error.code === 'ECONNRESET' || error.code === 'EPIPE') {
     socket.destroy();
+    return;
+  }
+  const pending = (socket as Duplex & { _httpMessage?: (ServerResponse & { req?: IncomingMessage }) | null })._httpMessage;
+  if (pending?.req?.complete === true) {
+    pending.shouldKeepAlive = false;
+    pending.once('finish', () => socket.end());
+    pending.once('close', () => socket.destroy());
     return;
   }
   if (error.code === 'HPE_HEADER_OVERFLOW') {
@@ -81,4 +95,9 @@ export function answerClientError(error: Error & { code?: string }, socket: Dupl
   } else {
     sendRawError(socket, 400, 'the request is not valid HTTP/1.1');
   }
+}
+
+/** The answer to an `Expect` other than 100-continue: 417, in JSON like every error. */
+export function answerExpectation(_req: IncomingMessage, res: ServerResponse): void {
+  sendJson(res, 417, { error: 'Expectation Failed', message: 'the only expectation understood is Expect: 100-continue' }, { connection: 'close' });
 }
