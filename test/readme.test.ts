@@ -48,11 +48,19 @@ async function freshDir(prefix: string): Promise<string> {
   return dir;
 }
 
-/** A Membrane server process on a fresh store, with its own HOME for capi profiles. */
+/** The environment the README's `serve` block sets before `npm start`. */
+function serveEnvironment(): NodeJS.ProcessEnv {
+  const line = block('serve').trim();
+  const match = /^((?:[A-Z_]+=\S+ )*)npm start$/.exec(line);
+  assert.ok(match, `the serve block is "${line}"`);
+  return Object.fromEntries(match[1]!.trim().split(' ').filter(Boolean).map((pair) => pair.split('=') as [string, string]));
+}
+
+/** A Membrane server process on a fresh store, started as the README says, with its own HOME for capi profiles. */
 async function server(home: string, args: string[] = []): Promise<ServerProcess> {
   const dataDir = await tempDir();
   cleanup.push(() => rm(dataDir, { recursive: true, force: true }));
-  const started = await startServerProcess(['--port', '0', '--data-dir', dataDir, ...args], { HOME: home, MEMBRANE_ALLOW_TARGETS: '127.0.0.0/8' });
+  const started = await startServerProcess(['--port', '0', '--data-dir', dataDir, ...args], { HOME: home, ...serveEnvironment() });
   cleanup.push(() => started.child.kill('SIGKILL'));
   return started;
 }
