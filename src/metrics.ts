@@ -48,8 +48,23 @@ export class Metrics {
   });
   readonly auditFailures = new Counter({ name: 'membrane_audit_failures_total', help: 'Audit lines that could not be written', registers: [this.registry] });
 
+  readonly #invocationChildren = new Map<string, { count: { inc(): void }; seconds: { observe(value: number): void } }>();
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'membrane_' });
+  }
+
+  /** Counts an invocation; label children are cached, as this runs on every invocation. */
+  invocation(status: number, scheme: string, seconds: number): void {
+    const statusLabel = statusClass(status);
+    const key = `${statusLabel} ${scheme}`;
+    let children = this.#invocationChildren.get(key);
+    if (children === undefined) {
+      children = { count: this.invocations.labels(statusLabel, scheme), seconds: this.invocationSeconds.labels(scheme) };
+      this.#invocationChildren.set(key, children);
+    }
+    children.count.inc();
+    children.seconds.observe(seconds);
   }
 }
 

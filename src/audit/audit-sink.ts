@@ -2,9 +2,9 @@
  * Where audit lines go: a file (appended), stdout, or nowhere.
  *
  * File sink fsync policy: a durable write (control-plane actions) is
- * written and fsynced before it resolves; a buffered write (invocations) is
- * written within one event-loop turn and fsynced at most a second later, so
- * a crash loses at most the last second of invocation lines. The file is
+ * written and fsynced before it resolves; buffered lines (invocations) are
+ * written in batches, at least every 50 ms, and fsynced at least once a
+ * second, so a crash loses at most about the last second of them. The file is
  * opened O_APPEND (mode 0600), so several processes (a server and
  * `membrane tenant create`) can append to one file without tearing lines.
  */
@@ -47,64 +47,85 @@ export class StreamAuditSink implements AuditSink {
 }
 
 const FSYNC_INTERVAL_MS = 1000;
+/** Buffered lines are written at least this often, or as soon as this many bytes wait. */
+const FLUSH_INTERVAL_MS = 50;
+const FLUSH_BYTES = 64 * 1024;
 
 export class FileAuditSink implements AuditSink {
   readonly #path: string;
   readonly #onFailure: (error: Error) => void;
   #fd: number | undefined;
   #pending: string[] = [];
-  #flushScheduled = false;
+  #pendingBytes = 0;
+  #flushTimer: NodeJS.Timeout | undefined;
   #dirty = false;
-  /** Serializes every write and sync on the file, in order. */
-  #chain: Promise<void> = Promise.resolve();
-  readonly #timer: NodeJS.Timeout;
+  /** The write in progress, if any; flushes never overlap, so lines keep their order. */
+  #flushing: Promise<void> | undefined;
+  readonly #syncTimer: NodeJS.Timeout;
 
   constructor(path: string, onFailure: (error: Error) => void = () => undefined) {
     this.#path = path;
     this.#onFailure = onFailure;
-    this.#timer = setInterval(() => {
-      if (this.#dirty) this.#enqueue(() => this.#sync()).catch((error: Error) => this.#onFailure(error));
+    this.#syncTimer = setInterval(() => {
+      if (this.#dirty) this.#sync().catch((error: Error) => this.#onFailure(error));
     }, FSYNC_INTERVAL_MS);
-    this.#timer.unref();
+    this.#syncTimer.unref();
   }
 
-  writeDurable(line: string): Promise<void> {
-    const lines = [...this.#pending.splice(0), line];
-    return this.#enqueue(async () => {
-      await this.#append(lines.join('\n') + '\n');
+  async writeDurable(line: string): Promise<void> {
+    this.#queue(line);
+    try {
+      await this.#flush();
       await this.#sync();
-    }).catch((error: Error) => {
-      throw new AuditUnavailableError(`the audit file cannot be written (${(error as NodeJS.ErrnoException).code ?? error.message})`);
-    });
+    } catch (error) {
+      throw new AuditUnavailableError(`the audit file cannot be written (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
+    }
   }
 
   write(line: string): void {
-    this.#pending.push(line);
-    if (this.#flushScheduled) return;
-    this.#flushScheduled = true;
-    setImmediate(() => {
-      this.#flushScheduled = false;
-      const lines = this.#pending.splice(0);
-      if (lines.length === 0) return;
-      this.#enqueue(() => this.#append(lines.join('\n') + '\n')).catch((error: Error) => this.#onFailure(error));
-    });
+    this.#queue(line);
+    if (this.#pendingBytes >= FLUSH_BYTES) this.#flushInBackground();
+    else this.#flushTimer ??= setTimeout(() => this.#flushInBackground(), FLUSH_INTERVAL_MS);
   }
 
   async close(): Promise<void> {
-    clearInterval(this.#timer);
-    const lines = this.#pending.splice(0);
-    await this.#enqueue(async () => {
-      if (lines.length > 0) await this.#append(lines.join('\n') + '\n');
+    clearInterval(this.#syncTimer);
+    try {
+      await this.#flush();
       if (this.#dirty) await this.#sync();
-    }).catch((error: Error) => this.#onFailure(error));
+    } catch (error) {
+      this.#onFailure(error as Error);
+    }
     if (this.#fd !== undefined) closeSync(this.#fd);
     this.#fd = undefined;
   }
 
-  #enqueue(step: () => Promise<void>): Promise<void> {
-    const run = this.#chain.then(step);
-    this.#chain = run.catch(() => undefined);
-    return run;
+  #queue(line: string): void {
+    this.#pending.push(line);
+    this.#pendingBytes += line.length + 1;
+  }
+
+  #flushInBackground(): void {
+    this.#flush().catch((error: Error) => this.#onFailure(error));
+  }
+
+  /** Writes every queued line (after any write already in progress). */
+  async #flush(): Promise<void> {
+    if (this.#flushTimer !== undefined) {
+      clearTimeout(this.#flushTimer);
+      this.#flushTimer = undefined;
+    }
+    while (this.#flushing !== undefined) await this.#flushing.catch(() => undefined);
+    if (this.#pending.length === 0) return;
+    const text = `${this.#pending.join('\n')}\n`;
+    this.#pending = [];
+    this.#pendingBytes = 0;
+    this.#flushing = this.#append(text);
+    try {
+      await this.#flushing;
+    } finally {
+      this.#flushing = undefined;
+    }
   }
 
   async #append(text: string): Promise<void> {
@@ -122,7 +143,7 @@ export class FileAuditSink implements AuditSink {
 
   async #sync(): Promise<void> {
     if (this.#fd === undefined) return;
-    await new Promise<void>((resolve, reject) => fsync(this.#fd!, (error) => (error ? reject(error) : resolve())));
     this.#dirty = false;
+    await new Promise<void>((resolve, reject) => fsync(this.#fd!, (error) => (error ? reject(error) : resolve())));
   }
 }

@@ -73,6 +73,14 @@ export function auditId(auditKey: Buffer, tokenHash: Buffer): string {
   return createHmac('sha256', auditKey).update(tokenHash).digest().subarray(0, 16).toString('base64url');
 }
 
+/** Line ids: unique per process (a random prefix) and cheap (a counter). */
+const ID_PREFIX = randomBytes(4).toString('hex');
+let idCounter = 0;
+function nextId(): string {
+  idCounter += 1;
+  return `${ID_PREFIX}${idCounter.toString(36)}`;
+}
+
 export class AuditTrail {
   readonly #sink: AuditSink;
   readonly #key: Buffer;
@@ -105,7 +113,7 @@ export class AuditTrail {
 
   /** Writes the durable `request` line of a mutating action; 503 if it cannot. */
   async begin(action: AuditAction, fields: AuditFields): Promise<AuditEntry> {
-    const entry: AuditEntry = { id: randomBytes(8).toString('hex'), action, started: performance.now(), fields };
+    const entry: AuditEntry = { id: nextId(), action, started: performance.now(), fields };
     try {
       await this.#sink.writeDurable(this.#line(entry, 'request', fields));
     } catch (error) {
@@ -127,7 +135,7 @@ export class AuditTrail {
   /** One buffered line for a read, an invocation or a refusal. */
   event(action: AuditAction, started: number, fields: AuditFields): void {
     if (!this.enabled) return;
-    this.#sink.write(this.#line({ id: randomBytes(8).toString('hex'), action, started, fields }, 'event', fields));
+    this.#sink.write(this.#line({ id: nextId(), action, started, fields }, 'event', fields));
   }
 
   close(): Promise<void> {

@@ -87,9 +87,7 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
         } finally {
           state.inFlight -= 1;
           context.metrics.inFlight.dec();
-          const scheme = capability.target.signing?.scheme.name ?? 'none';
-          context.metrics.invocations.inc({ status_class: statusClass(outcome?.status ?? failed ?? 0), scheme });
-          context.metrics.invocationSeconds.observe({ scheme }, (performance.now() - started) / 1000);
+          context.metrics.invocation(outcome?.status ?? failed ?? 0, capability.target.signing?.scheme.name ?? 'none', (performance.now() - started) / 1000);
           if (context.audit.enabled) {
             context.audit.event('capability.invoke', started, {
               ...audit,
@@ -164,7 +162,9 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
     status = sendError(req, res, error);
     if (status === 500) context.logger.error({ err: error, kind }, 'unexpected error while handling a request');
   } finally {
-    context.logger.debug({ method: req.method, kind, status, ms: Math.round((performance.now() - started) * 1000) / 1000 }, 'request');
+    if (context.logger.isLevelEnabled('debug')) {
+      context.logger.debug({ method: req.method, kind, status, ms: Math.round((performance.now() - started) * 1000) / 1000 }, 'request');
+    }
   }
 }
 

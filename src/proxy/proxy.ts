@@ -54,6 +54,7 @@ export class TargetProxy {
   readonly #options: ProxyOptions;
   readonly #defaultAgent: Agent;
   readonly #tlsAgents: LRUCache<string, Agent>;
+  readonly #literalRefusals = new WeakMap<Target, string>();
 
   constructor(options: ProxyOptions) {
     this.#options = options;
@@ -69,10 +70,12 @@ export class TargetProxy {
    * MembraneError only while nothing has been written to `res`.
    */
   async forward(req: IncomingMessage, res: ServerResponse, target: Target): Promise<ForwardOutcome> {
-    // A literal address is connected to without a lookup, so it is checked here.
+    // A literal address is connected to without a lookup, so it is checked here
+    // (once per prepared target: the policy does not change while serving).
     if (target.literalAddress !== undefined) {
-      const reason = this.#options.targetPolicy.refusal(target.literalAddress);
-      if (reason !== undefined) {
+      let reason = this.#literalRefusals.get(target);
+      if (reason === undefined) this.#literalRefusals.set(target, (reason = this.#options.targetPolicy.refusal(target.literalAddress) ?? ''));
+      if (reason !== '') {
         this.#options.onTargetError?.('denied');
         throw new BadGatewayError(`the target's address is ${reason}, which this server's target policy does not allow`);
       }

@@ -50,6 +50,8 @@ export class TargetDeniedError extends Error {
 }
 
 export class TargetPolicy {
+  /** Every denied range in one list, for the common check; per range, to name the reason. */
+  readonly #deniedAll = new BlockList();
   readonly #denied: { list: BlockList; reason: string }[];
   readonly #allowed = new BlockList();
   readonly #allowedHosts: ReadonlySet<string>;
@@ -59,6 +61,7 @@ export class TargetPolicy {
     this.#denied = DENIED.map((range) => {
       const list = new BlockList();
       list.addSubnet(range.address, range.prefix, range.family);
+      this.#deniedAll.addSubnet(range.address, range.prefix, range.family);
       return { list, reason: range.reason };
     });
     const hosts = new Set<string>();
@@ -88,6 +91,7 @@ export class TargetPolicy {
       const reason = this.refusal(embedded);
       if (reason !== undefined) return `${reason}, inside an IPv6 address`;
     }
+    if (!this.#deniedAll.check(address, type)) return undefined;
     return this.#denied.find(({ list }) => list.check(address, type))?.reason;
   }
 

@@ -23,8 +23,8 @@ import { CapabilityCache } from './capability-cache.js';
 import type { MembraneView, QueryResult, RootCapabilities, UriExportConfig } from '../wire.js';
 import { isReExport, parseExportConfig } from './export-config.js';
 
-/** Purposes (GCM additional data) of the values this service seals. */
-const SEALED = {
+/** Purposes (GCM additional data) of the values this service seals (bulk loaders seal with them too). */
+export const SEALED = {
   exportToken: 'membrane.export-token',
   revokeToken: 'membrane.revoke-token',
   config: 'capability.config',

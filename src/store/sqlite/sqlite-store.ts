@@ -243,6 +243,20 @@ export class SqliteStore implements Store {
     return result.changes === 0 ? undefined : Number(result.lastInsertRowid);
   }
 
+  /**
+   * Bulk loading (imports, benchmarks): inserts many exported capabilities
+   * in one transaction, with the same checks as insertExportedCapability.
+   * Returns their ids (undefined where the membrane was not live).
+   */
+  insertExportedCapabilities(capabilities: readonly NewExportedCapability[]): (number | undefined)[] {
+    return this.#db.transaction(() =>
+      capabilities.map((capability) => {
+        const result = this.#statements.insertExported.run(capability.hash, capability.parentId, capability.sealedConfig, Date.now(), capability.membraneId);
+        return result.changes === 0 ? undefined : Number(result.lastInsertRowid);
+      }),
+    )();
+  }
+
   async findCapability(hash: Buffer): Promise<CapabilityRecord | undefined> {
     const rows = this.#statements.findChain.all(hash) as ChainRow[];
     const self = rows[0];

@@ -1,0 +1,72 @@
+/**
+ * A fixed-rate load generator with microsecond latencies (autocannon's are
+ * whole milliseconds, too coarse to see a sub-millisecond cost). Requests
+ * are sent on a schedule (`rate` per second over a keep-alive pool) and each
+ * latency is measured from the request's scheduled time, not from when it
+ * was sent, so a server that falls behind is charged for the wait
+ * (no coordinated omission). Run as its own process:
+ *   node fixed-rate.js '{"url":…, "method":…, "headers":{…}, "body":…, "rate":…, "durationSeconds":…, "connections":…}'
+ * and prints one JSON LoadResult.
+ */
+import hdr from 'hdr-histogram-js';
+import { Pool } from 'undici';
+import type { LoadResult, LoadSpec } from './load.js';
+
+async function main(): Promise<void> {
+  const spec = JSON.parse(process.argv[2]!) as LoadSpec & { rate: number };
+  const url = new URL(spec.url);
+  const pool = new Pool(url.origin, { connections: spec.connections, pipelining: 1 });
+  const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
+  const interval = 1e9 / spec.rate;
+  const start = process.hrtime.bigint();
+  const end = start + BigInt(Math.round(spec.durationSeconds * 1e9));
+  let sent = 0;
+  let failures = 0;
+  let inFlight = 0;
+  let done!: () => void;
+  const finished = new Promise<void>((resolve) => (done = resolve));
+  let scheduling = true;
+
+  const send = (scheduled: bigint): void => {
+    inFlight += 1;
+    pool
+      .request({ path: url.pathname + url.search, method: spec.method as 'GET', headers: spec.headers, body: spec.body })
+      .then(async (response) => {
+        await response.body.dump();
+        if (response.statusCode < 200 || response.statusCode >= 300) failures += 1;
+      })
+      .catch(() => (failures += 1))
+      .finally(() => {
+        histogram.recordValue(Math.max(1, Number((process.hrtime.bigint() - scheduled) / 1000n)));
+        inFlight -= 1;
+        if (!scheduling && inFlight === 0) done();
+      });
+  };
+
+  const tick = (): void => {
+    const now = process.hrtime.bigint();
+    while (sent * interval <= Number(now - start) && start + BigInt(Math.round(sent * interval)) < end) {
+      send(start + BigInt(Math.round(sent * interval)));
+      sent += 1;
+    }
+    if (now < end) setTimeout(tick, 1);
+    else {
+      scheduling = false;
+      if (inFlight === 0) done();
+    }
+  };
+  tick();
+  await finished;
+  await pool.close();
+  const result: LoadResult = {
+    requestsPerSecond: sent / spec.durationSeconds,
+    p50: histogram.getValueAtPercentile(50) / 1000,
+    p99: histogram.getValueAtPercentile(99) / 1000,
+    p999: histogram.getValueAtPercentile(99.9) / 1000,
+    failures,
+    requests: sent,
+  };
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+}
+
+await main();
