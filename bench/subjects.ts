@@ -122,11 +122,11 @@ export interface StartedMembrane extends Started {
 }
 
 /** A Membrane server as `membrane serve` runs it by default (audit trail on), allowing loopback targets. */
-export async function startMembrane(options: { dataDir?: string; env?: NodeJS.ProcessEnv; args?: string[] } = {}): Promise<StartedMembrane> {
+export async function startMembrane(options: { dataDir?: string; env?: NodeJS.ProcessEnv; args?: string[]; nodeArgs?: string[] } = {}): Promise<StartedMembrane> {
   const dataDir = options.dataDir ?? temporaryDirectory('membrane-bench-data-');
   const { child, match, output } = await startProcess(
     process.execPath,
-    [join(REPO, 'bin', 'membrane'), 'serve', '--port', '0', '--data-dir', dataDir, '--no-capi-profile', ...(options.args ?? [])],
+    [...(options.nodeArgs ?? []), join(REPO, 'bin', 'membrane'), 'serve', '--port', '0', '--data-dir', dataDir, '--no-capi-profile', ...(options.args ?? [])],
     { MEMBRANE_ALLOW_TARGETS: '127.0.0.0/8', MEMBRANE_LOG_LEVEL: 'info', ...options.env },
     /"url":"(http:\/\/[^"]+)"[^\n]*"msg":"listening"/,
   );

@@ -1,6 +1,6 @@
 /** Reading a whole request body into memory, bounded. */
 import type { IncomingMessage } from 'node:http';
-import { PayloadTooLargeError } from './errors.js';
+import { BadRequestError, PayloadTooLargeError } from './errors.js';
 
 /**
  * Reads the whole body, refusing with 413 as soon as `Content-Length` or
@@ -18,8 +18,8 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     const cleanup = (): void => {
       req.off('data', onData);
       req.off('end', onEnd);
-      req.off('error', onError);
-      req.off('close', onClose);
+      req.off('error', onCut);
+      req.off('close', onCut);
     };
     const onData = (chunk: Buffer): void => {
       received += chunk.length;
@@ -35,15 +35,14 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
       cleanup();
       resolve(Buffer.concat(chunks, received));
     };
-    const onError = (error: Error): void => {
-      cleanup();
-      reject(error);
-    };
     // The connection went before the body was complete (the client left, or its body was malformed).
-    const onClose = (): void => onError(new Error('the request body was cut off'));
+    const onCut = (): void => {
+      cleanup();
+      reject(new BadRequestError('the request body ended before it was complete'));
+    };
     req.on('data', onData);
     req.on('end', onEnd);
-    req.on('error', onError);
-    req.on('close', onClose);
+    req.on('error', onCut);
+    req.on('close', onCut);
   });
 }

@@ -5,7 +5,7 @@
  * URI:   `cpblty://AUTHORITY/#TOKEN`.
  * Tokens are stored and looked up only by SHA-256 of the token text.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { hash, randomBytes } from 'node:crypto';
 
 export const TOKEN_PREFIX = 'CPBLTY1-';
 const TOKEN_BYTES = 64;
@@ -21,8 +21,14 @@ export function isWellFormedToken(value: string): boolean {
   return TOKEN_PATTERN.test(value);
 }
 
+/** SHA-256 of a token. (Tokens are ASCII, so the UTF-8 that `hash` encodes with is byte for byte the token.) */
 export function hashToken(token: string): Buffer {
-  return createHash('sha256').update(token, 'latin1').digest();
+  return hash('sha256', token, 'buffer');
+}
+
+/** hashToken in base64, for use as a map key without a Buffer in between. */
+export function hashTokenBase64(token: string): string {
+  return hash('sha256', token, 'base64');
 }
 
 export function capabilityUri(authority: string, token: string): string {

@@ -93,6 +93,20 @@ describe('audit lines', () => {
     }
   });
 
+  test('control-plane requests refused before their action (bad method, bad body) are recorded too', async () => {
+    const { export: exportCap, revoke } = await membrane.control.createMembrane(membrane.roots.create, 'refusals');
+    assert.equal((await call(membrane.url, exportCap, { method: 'GET' })).status, 405);
+    assert.equal((await call(membrane.url, exportCap, { body: '{"uri":' })).status, 400);
+    assert.equal((await call(membrane.url, revoke, { method: 'PUT' })).status, 405);
+    await settle();
+    const lines = await auditLines(membrane.dataDir);
+    const of = (uri: string, action: string): number[] =>
+      lines.filter((line) => line.capability === membrane.audit.idOfUri(uri) && line.action === action).map((line) => line.status);
+    assert.deepEqual(of(exportCap, 'membrane.export'), [405, 400]);
+    assert.deepEqual(of(revoke, 'membrane.revoke'), [405]);
+    for (const line of lines.filter((entry) => entry.membrane === 'refusals' && entry.status >= 400)) assert.equal(line.phase, 'event');
+  });
+
   test('deleteSelf is recorded', async () => {
     const tenant = (await membrane.service.createTenant())!;
     assert.equal((await call(membrane.url, tenant.deleteSelf, { method: 'DELETE' })).status, 202);

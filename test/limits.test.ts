@@ -1,6 +1,9 @@
 /** Limits against slow, greedy or floody clients: head and idle timeouts, in-flight bound, per-target connections. */
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
 import { connect } from 'node:net';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import { call, tokenOf } from './helpers/client.js';
 import { startTestMembrane, type TestMembrane } from './helpers/membrane.js';
@@ -27,6 +30,21 @@ function slowClient(port: number, head: string, trickle = '', everyMs = 200): Pr
   });
 }
 
+/** Waits for the audit line of an invocation of `capability` that `matches`. */
+async function invocationLine(membrane: TestMembrane, capability: string, matches: (line: { status: number }) => boolean): Promise<{ status: number }> {
+  const id = membrane.audit.idOfUri(capability);
+  for (;;) {
+    const text = await readFile(join(membrane.dataDir, 'audit.log'), 'utf8');
+    const line = text
+      .trim()
+      .split('\n')
+      .map((entry) => JSON.parse(entry) as { action: string; capability: string; status: number })
+      .find((entry) => entry.action === 'capability.invoke' && entry.capability === id && matches(entry));
+    if (line !== undefined) return line;
+    await sleep(50);
+  }
+}
+
 describe('slow clients', () => {
   let membrane: TestMembrane;
   before(async () => {
@@ -46,6 +64,29 @@ describe('slow clients', () => {
     assert.match(answer, /^HTTP\/1\.1 408 /);
     assert.match(answer, /"message":"the connection was idle too long"/);
     assert.equal((await call(membrane.url, undefined, { path: '/healthz' })).status, 200);
+  });
+
+  test('a requester that leaves in the middle of a signed upload is recorded as a 400, not as a server error', async () => {
+    const target = await startTarget();
+    try {
+      const { export: exportCap } = await membrane.control.createMembrane(membrane.roots.create, 'leaver');
+      const signed = await membrane.control.export(exportCap, {
+        uri: `${target.url}/upload`,
+        method: 'POST',
+        // AWS4-HMAC-SHA256 covers the body, so Membrane reads it whole before forwarding.
+        hmac: { 'aws4-hmac-sha256': { awsAccessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'leaver-secret', region: 'us-east-1', service: 'lambda' } },
+      });
+      const socket = connect(membrane.port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      socket.write(`POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokenOf(signed)}\r\nContent-Length: 1000\r\n\r\n0123456789`);
+      await sleep(50);
+      socket.destroy();
+      const line = await invocationLine(membrane, signed, () => true);
+      assert.equal(line.status, 400);
+      assert.equal(target.requests.length, 0);
+    } finally {
+      await target.close();
+    }
   });
 
   test('an idle keep-alive connection is closed quietly', async () => {
@@ -93,6 +134,8 @@ describe('in-flight bound and per-target connections', () => {
     assert.equal(refused.status, 503);
     assert.equal(refused.headers['retry-after'], '1');
     assert.deepEqual(refused.json, { error: 'Service Unavailable', message: 'too many invocations are in flight; try again shortly' });
+    // Refused invocations are recorded like any other.
+    assert.equal((await invocationLine(membrane, capability, (line) => line.status === 503)).status, 503);
     // The control plane is not bounded by invocations.
     assert.equal((await call(membrane.url, membrane.roots.query)).status, 200);
     release();

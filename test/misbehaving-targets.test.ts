@@ -52,6 +52,13 @@ const BEHAVIOURS: Record<string, (socket: Socket) => void> = {
   'reset at once': (socket) => socket.once('data', () => socket.resetAndDestroy()),
   garbage: (socket) => socket.once('data', () => socket.end('\x00\x01garbage\r\n\r\n')),
   'close before answering': (socket) => socket.once('data', () => socket.end()),
+  'close after the head': (socket) => socket.once('data', () => socket.end('HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n')),
+  'reset after the head': (socket) =>
+    socket.once('data', () => {
+      socket.write('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n');
+      setImmediate(() => socket.resetAndDestroy());
+    }),
+  'DEL in a header value': (socket) => socket.once('data', () => socket.end('HTTP/1.1 200 OK\r\nX-Bad: a\x7fb\r\nContent-Length: 2\r\n\r\nok')),
   'close mid-body': (socket) => socket.once('data', () => socket.end('HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\nonly this')),
   'reset mid-body': (socket) =>
     socket.once('data', () => {
@@ -67,6 +74,10 @@ const EXPECTED: Record<string, number[]> = {
   'reset at once': [502],
   garbage: [502],
   'close before answering': [502],
+  // The head is held until the first body byte, so these still get an answer.
+  'close after the head': [502],
+  'reset after the head': [502],
+  'DEL in a header value': [502],
   'close mid-body': [200],
   'reset mid-body': [200],
   silent: [504],
@@ -141,4 +152,37 @@ test('thousands of failing invocations leave memory flat and the server serving'
   const working = await control.export(exportCap, { uri: `${good.url}/fine` });
   assert.equal(await control.statusOf(working), 200);
   assert.equal((await call(server.url, undefined, { path: '/healthz' })).status, 200);
+});
+
+test('a 204 or 304 with a Content-Length is relayed as complete, without the field (clients such as undici refuse it)', async () => {
+  for (const [head, status] of [
+    ['HTTP/1.1 304 Not Modified\r\nETag: "v1"\r\nContent-Length: 5\r\n\r\n', 304],
+    ['HTTP/1.1 204 No Content\r\nETag: "v1"\r\nContent-Length: 5\r\n\r\n', 204],
+  ] as const) {
+    const port = await rawTarget((socket) => socket.on('data', () => socket.write(head)));
+    const capability = await control.export(exportCap, { uri: `http://127.0.0.1:${port}/x` });
+    const response = await request(server.url, { headers: { authorization: `Bearer ${tokenOf(capability)}` } });
+    assert.equal(response.statusCode, status);
+    assert.equal(response.headers.etag, '"v1"');
+    assert.equal(response.headers['content-length'], undefined);
+    assert.equal(await response.body.text(), '');
+  }
+});
+
+test('a head whose body is slow to come is sent on before the body', async () => {
+  let sendBody!: () => void;
+  const bodyAllowed = new Promise<void>((resolve) => (sendBody = resolve));
+  const port = await rawTarget((socket) =>
+    socket.once('data', () => {
+      socket.write('HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n');
+      void bodyAllowed.then(() => socket.end('5\r\nhello\r\n0\r\n\r\n'));
+    }),
+  );
+  const capability = await control.export(exportCap, { uri: `http://127.0.0.1:${port}/events` });
+  // The target sends its body only once the requester has the head: holding the head for the body would deadlock.
+  const response = await request(server.url, { headers: { authorization: `Bearer ${tokenOf(capability)}` } });
+  assert.equal(response.statusCode, 200);
+  assert.equal(response.headers['content-type'], 'text/event-stream');
+  sendBody();
+  assert.equal(await response.body.text(), 'hello');
 });

@@ -39,3 +39,5 @@ server.keepAliveTimeout = 60_000;
 server.listen(Number(process.argv[2] ?? 0), '127.0.0.1', () => {
   process.stdout.write(`listening ${(server.address() as AddressInfo).port}\n`);
 });
+// Exit normally on SIGTERM, so that --cpu-prof and friends write their output.
+process.on('SIGTERM', () => process.exit(0));

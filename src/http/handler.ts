@@ -10,7 +10,7 @@ import { BadRequestError, MembraneError, MethodNotAllowedError, ServiceUnavailab
 import type { Logger } from '../log.js';
 import { statusClass, type Metrics } from '../metrics.js';
 import type { ForwardOutcome, TargetProxy } from '../proxy/proxy.js';
-import type { MembraneService } from '../service/membrane-service.js';
+import type { Capability, ExportedCapability, MembraneService } from '../service/membrane-service.js';
 import { isWellFormedToken } from '../token.js';
 import { readBody } from '../body.js';
 import { readJson } from './json-body.js';
@@ -31,6 +31,13 @@ export interface HandlerContext {
 }
 
 const ACCEPTED = { statusCode: 202, message: 'Accepted' } as const;
+const ACTION_OF: Record<Exclude<Capability['kind'], 'exported'>, AuditAction> = {
+  create: 'membrane.create',
+  query: 'membrane.query',
+  deleteSelf: 'tenant.deleteSelf',
+  export: 'membrane.export',
+  revoke: 'membrane.revoke',
+};
 const REVOKE_METHODS = ['GET', 'POST', 'DELETE'] as const;
 
 export function createRequestHandler(context: HandlerContext): (req: IncomingMessage, res: ServerResponse) => void {
@@ -44,6 +51,8 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
   const started = performance.now();
   let kind = 'none';
   let status = 0;
+  /** A control-plane request whose outcome nothing else records yet (refused before its action began). */
+  let unrecorded: { action: AuditAction; audit: AuditFields } | undefined;
   try {
     checkHost(req);
     if (isProbe(req, '/healthz')) {
@@ -69,40 +78,15 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
     });
     kind = capability.kind;
     const { audit } = capability;
+    if (capability.kind !== 'exported') unrecorded = { action: ACTION_OF[capability.kind], audit };
     switch (capability.kind) {
-      case 'exported': {
-        if (state.inFlight >= context.maxInFlight) {
-          throw new ServiceUnavailableError('too many invocations are in flight; try again shortly', { 'retry-after': '1' });
-        }
-        state.inFlight += 1;
-        context.metrics.inFlight.inc();
-        let outcome: ForwardOutcome | undefined;
-        let failed: number | undefined;
-        try {
-          outcome = await context.proxy.forward(req, res, capability.target);
-          status = outcome.status;
-        } catch (error) {
-          failed = statusOf(error);
-          throw error;
-        } finally {
-          state.inFlight -= 1;
-          context.metrics.inFlight.dec();
-          context.metrics.invocation(outcome?.status ?? failed ?? 0, capability.target.signing?.scheme.name ?? 'none', (performance.now() - started) / 1000);
-          if (context.audit.enabled) {
-            context.audit.event('capability.invoke', started, {
-              ...audit,
-              target: { host: capability.target.host, method: capability.target.method ?? req.method ?? 'GET' },
-              status: outcome?.status ?? failed ?? 0,
-              bytesIn: outcome?.bytesIn ?? 0,
-              bytesOut: outcome?.bytesOut ?? 0,
-            });
-          }
-        }
+      case 'exported':
+        status = await invoke(context, state, req, res, capability, started);
         return;
-      }
       case 'create': {
         allowMethods(req, 'tenant create', ['POST']);
         const body = await readJson(req, context.controlBodyLimit);
+        unrecorded = undefined; // audited() records the outcome from here on
         status = await audited(context, res, 'membrane.create', audit, async () => {
           const view = await context.service.createMembrane(capability.tenantId, body);
           const created = [context.audit.idOfUri(view.capabilities.export)!, context.audit.idOfUri(view.capabilities.revoke)!];
@@ -113,6 +97,7 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
       case 'query': {
         allowMethods(req, 'tenant query', ['GET']);
         await readBody(req, context.controlBodyLimit);
+        unrecorded = undefined; // recorded below, either way
         const result = await context.service.queryMembranes(capability.tenantId, rawQuery(req.url)).catch((error: unknown) => {
           context.audit.event('membrane.query', started, { ...audit, status: statusOf(error) });
           context.metrics.controlPlane.inc({ action: 'membrane.query', status_class: statusClass(statusOf(error)) });
@@ -126,6 +111,7 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
       case 'deleteSelf': {
         allowMethods(req, 'tenant deleteSelf', REVOKE_METHODS);
         await readBody(req, context.controlBodyLimit);
+        unrecorded = undefined; // audited() records the outcome from here on
         status = await audited(context, res, 'tenant.deleteSelf', audit, async () => {
           await context.service.deleteTenant(capability.tenantId);
           context.metrics.revocations.inc({ of: 'tenant' });
@@ -137,6 +123,7 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
         allowMethods(req, 'membrane export', ['POST']);
         const config = await readJson(req, context.controlBodyLimit);
         const parent = context.audit.idOfUri((config as { capability?: unknown } | null)?.capability);
+        unrecorded = undefined; // audited() records the outcome from here on
         status = await audited(context, res, 'membrane.export', { ...audit, ...(parent === undefined ? {} : { parent }) }, async () => {
           const uri = await context.service.export(capability.membraneId, config);
           return { status: 201, body: { capability: uri }, fields: { created: [context.audit.idOfUri(uri)!] } };
@@ -146,6 +133,7 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
       case 'revoke': {
         allowMethods(req, 'membrane revoke', REVOKE_METHODS);
         await readBody(req, context.controlBodyLimit);
+        unrecorded = undefined; // audited() records the outcome from here on
         status = await audited(context, res, 'membrane.revoke', audit, async () => {
           await context.service.revokeMembrane(capability.membraneId);
           context.metrics.revocations.inc({ of: 'membrane' });
@@ -161,9 +149,51 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
     }
     status = sendError(req, res, error);
     if (status === 500) context.logger.error({ err: error, kind }, 'unexpected error while handling a request');
+    if (unrecorded !== undefined) {
+      context.audit.event(unrecorded.action, started, { ...unrecorded.audit, status });
+      context.metrics.controlPlane.inc({ action: unrecorded.action, status_class: statusClass(status) });
+    }
   } finally {
     if (context.logger.isLevelEnabled('debug')) {
       context.logger.debug({ method: req.method, kind, status, ms: Math.round((performance.now() - started) * 1000) / 1000 }, 'request');
+    }
+  }
+}
+
+/** Forwards an invocation within the in-flight bound, then counts and audits it (refused or not); resolves to its status. */
+async function invoke(context: HandlerContext, state: { inFlight: number }, req: IncomingMessage, res: ServerResponse, capability: ExportedCapability, started: number): Promise<number> {
+  const admitted = state.inFlight < context.maxInFlight;
+  let outcome: ForwardOutcome | undefined;
+  let status = 0;
+  try {
+    if (!admitted) throw new ServiceUnavailableError('too many invocations are in flight; try again shortly', { 'retry-after': '1' });
+    state.inFlight += 1;
+    context.metrics.inFlight.inc();
+    outcome = await context.proxy.forward(req, res, capability.target);
+    status = outcome.status;
+    return status;
+  } catch (error) {
+    status = statusOf(error);
+    throw error;
+  } finally {
+    if (admitted) {
+      state.inFlight -= 1;
+      context.metrics.inFlight.dec();
+    }
+    const { target, audit } = capability;
+    context.metrics.invocation(status, target.signing?.scheme.name ?? 'none', (performance.now() - started) / 1000);
+    if (context.audit.enabled) {
+      // Spelled out, not spread: this runs on every invocation.
+      context.audit.event('capability.invoke', started, {
+        capability: audit.capability,
+        tenant: audit.tenant,
+        membrane: audit.membrane,
+        chain: audit.chain,
+        target: { host: target.host, method: target.method ?? req.method ?? 'GET' },
+        status,
+        bytesIn: outcome?.bytesIn ?? 0,
+        bytesOut: outcome?.bytesOut ?? 0,
+      });
     }
   }
 }
@@ -180,7 +210,10 @@ async function audited(
   fields: AuditFields,
   perform: () => Promise<{ status: number; body: unknown; fields?: AuditFields }>,
 ): Promise<number> {
-  const entry = await context.audit.begin(action, fields);
+  const entry = await context.audit.begin(action, fields).catch((error: unknown) => {
+    context.metrics.controlPlane.inc({ action, status_class: statusClass(statusOf(error)) });
+    throw error;
+  });
   let result: Awaited<ReturnType<typeof perform>>;
   try {
     result = await perform();

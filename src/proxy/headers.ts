@@ -55,8 +55,7 @@ export function requestHeadersToTarget(raw: readonly string[], dropped: Readonly
 
 /**
  * The target's response headers as they go back to the requester; without
- * Content-Length when `dropLength` (the answer to a HEAD the requester did
- * not send).
+ * Content-Length when `dropLength` (an answer without a body to describe).
  */
 export function responseHeadersToClient(raw: readonly string[], dropLength = false): string[] {
   const named = namedByConnection(raw);

@@ -95,64 +95,26 @@ export class TargetProxy {
       body = buffered === null || buffered.length === 0 ? null : buffered;
     }
     const counted = { bytesIn: Buffer.isBuffer(body) ? body.length : 0 };
-    if (body === null && requestHasBody(req) && !req.complete) body = relay(req, counted);
-    // The socket is detached from the response once it finishes: keep it.
-    const socket = res.socket;
-    const written = socket?.bytesWritten ?? 0;
-    const bytesOut = (): number => (socket?.bytesWritten ?? written) - written;
-
-    const abort = new AbortController();
-    const onClose = (): void => {
-      if (!res.writableFinished) abort.abort();
-    };
-    res.once('close', onClose);
-
-    // A HEAD answer describes a body it does not carry; relayed to a
-    // requester that did not ask with HEAD, its Content-Length would be a lie.
-    const dropLength = method === 'HEAD' && req.method !== 'HEAD';
+    // Unread body bytes may already sit in the request's buffer (small bodies
+    // arrive with the head), so the test is "not yet consumed", not "not yet received".
+    if (body === null && requestHasBody(req) && !req.readableEnded) body = relay(req, counted);
     const timeout = Math.min(target.timeoutMs ?? this.#options.targetTimeoutMs, this.#options.targetTimeoutMs);
-    let started = false;
-    let status = 0;
-    try {
-      await this.#dispatcherFor(target).stream(
-        {
-          origin: target.origin,
-          path,
-          method: method as Dispatcher.HttpMethod,
-          headers,
-          body,
-          headersTimeout: timeout,
-          bodyTimeout: timeout,
-          signal: abort.signal,
-          responseHeaders: 'raw',
-        },
-        ({ statusCode, headers: responseHeaders }) => {
-          started = true;
-          status = statusCode;
-          const out = responseHeadersToClient(responseHeaders as unknown as string[], dropLength);
-          // The target answered before reading the whole upload (a 401 or 413,
-          // say): the rest of it will never be read, so this connection cannot
-          // carry another request. Close it after the answer instead of
-          // leaving the requester's upload stalled on it.
-          if (!req.complete && body !== null && !Buffer.isBuffer(body)) out.push('connection', 'close');
-          res.writeHead(statusCode, out);
-          return res;
-        },
+    return new Promise<ForwardOutcome>((resolve, reject) => {
+      const exchange = new Exchange(req, res, {
+        // A HEAD answer describes a body it does not carry; relayed to a
+        // requester that did not ask with HEAD, its Content-Length would be a lie.
+        dropLength: method === 'HEAD' && req.method !== 'HEAD',
+        streamedUpload: body !== null && !Buffer.isBuffer(body),
+        counted,
+        onTargetError: this.#options.onTargetError,
+        resolve,
+        reject,
+      });
+      this.#dispatcherFor(target).dispatch(
+        { origin: target.origin, path, method: method as Dispatcher.HttpMethod, headers, body, headersTimeout: timeout, bodyTimeout: timeout },
+        exchange,
       );
-      if (!req.complete) req.unpipe();
-      return { status, cut: false, bytesIn: counted.bytesIn, bytesOut: bytesOut() };
-    } catch (error) {
-      if (started || res.destroyed) {
-        if (started) this.#options.onTargetError?.('cut');
-        res.destroy();
-        return { status, cut: true, bytesIn: counted.bytesIn, bytesOut: bytesOut() };
-      }
-      const { failure, reason } = upstreamError(error);
-      if (reason !== undefined) this.#options.onTargetError?.(reason);
-      throw failure;
-    } finally {
-      res.off('close', onClose);
-    }
+    });
   }
 
   async close(): Promise<void> {
@@ -185,6 +147,184 @@ export class TargetProxy {
       pipelining: 1,
     });
   }
+}
+
+/** How long a response head waits for the first body byte before it is sent on alone. */
+const HEAD_HOLD_MS = 100;
+
+/**
+ * One forwarded exchange, as an undici dispatch handler relaying the
+ * target's answer into the requester's response. (A handler, rather than
+ * undici's `stream()`, because `stream()` adds an AbortSignal, a promise and
+ * stream-finished listeners per request, and commits the head as soon as it
+ * arrives.)
+ *
+ * The head is held until the first body byte or the end of the response
+ * (or HEAD_HOLD_MS, for answers that stream slowly), so that a target
+ * failing right after its head still gets the requester a 502 rather than
+ * a closed connection. Once the head is out, a failure can only cut the
+ * stream. The requester leaving aborts the exchange; a requester reading
+ * slowly pauses the target (backpressure).
+ */
+class Exchange implements Dispatcher.DispatchHandler {
+  readonly #req: IncomingMessage;
+  readonly #res: ServerResponse;
+  readonly #options: ExchangeOptions;
+  /** The requester's socket (detached from the response once it finishes) and its count of bytes written before this answer. */
+  readonly #socket: ServerResponse['socket'];
+  readonly #bytesWrittenBefore: number;
+  #controller: Dispatcher.DispatchController | undefined;
+  /** Why the exchange was aborted before undici started it, if it was. */
+  #abortReason: Error | undefined;
+  #status = 0;
+  /** The head waiting to be sent, once the target has answered. */
+  #head: string[] | undefined;
+  #headSent = false;
+  #headTimer: NodeJS.Timeout | undefined;
+  #settled = false;
+  #resume: (() => void) | undefined;
+
+  constructor(req: IncomingMessage, res: ServerResponse, options: ExchangeOptions) {
+    this.#req = req;
+    this.#res = res;
+    this.#options = options;
+    this.#socket = res.socket;
+    this.#bytesWrittenBefore = res.socket?.bytesWritten ?? 0;
+    res.once('close', this.#onRequesterClose);
+  }
+
+  onRequestStart(controller: Dispatcher.DispatchController): void {
+    this.#controller = controller;
+    if (this.#abortReason !== undefined) controller.abort(this.#abortReason);
+  }
+
+  onResponseStart(controller: Dispatcher.DispatchController, statusCode: number): void {
+    if (statusCode < 200 || this.#settled) return;
+    this.#status = statusCode;
+    // A 204 or 304 has no body; a Content-Length on one (which RFC 9110 §8.6
+    // allows on a 304) makes some clients, undici among them, refuse the answer.
+    const dropLength = this.#options.dropLength || statusCode === 204 || statusCode === 304;
+    const head = responseHeadersToClient(latin1Strings(controller.rawHeaders), dropLength);
+    // The target answered before reading the whole upload (a 401 or 413,
+    // say): the rest of it will never be read, so this connection cannot
+    // carry another request. Close it after the answer instead of leaving
+    // the requester's upload stalled on it.
+    if (this.#options.streamedUpload && !this.#req.complete) head.push('connection', 'close');
+    this.#head = head;
+    // The body usually arrives in the same read as the head; if it has not
+    // by the time this read is processed, hold the head only briefly.
+    queueMicrotask(this.#holdHead);
+  }
+
+  onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    if (this.#settled || !this.#sendHead()) return;
+    if (!this.#res.write(chunk)) {
+      controller.pause();
+      this.#res.once('drain', (this.#resume ??= () => controller.resume()));
+    }
+  }
+
+  onResponseEnd(): void {
+    if (this.#settled || !this.#sendHead()) return;
+    this.#res.end();
+    this.#settle(false);
+  }
+
+  onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+    if (this.#settled) return;
+    // undici holds a 204 or 304 with a non-zero Content-Length to a body it
+    // will never read: such an answer is complete without one.
+    if (!this.#headSent && (this.#status === 204 || this.#status === 304) && (error as { code?: string }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
+      this.onResponseEnd();
+      return;
+    }
+    if (this.#headSent || this.#res.destroyed) {
+      if (this.#headSent) this.#options.onTargetError?.('cut');
+      this.#res.destroy();
+      this.#settle(true);
+      return;
+    }
+    const { failure, reason } = upstreamError(error);
+    if (reason !== undefined) this.#options.onTargetError?.(reason);
+    this.#fail(failure);
+  }
+
+  /** Sends the held head; false (and a 502 instead) when the target's head cannot be relayed. */
+  #sendHead(): boolean {
+    if (this.#headSent) return true;
+    this.#clearHeadTimer();
+    try {
+      this.#res.writeHead(this.#status, this.#head!);
+    } catch {
+      this.#options.onTargetError?.('protocol');
+      this.#controller?.abort(new Error('unrelayable response head'));
+      this.#fail(new BadGatewayError("the target's response headers cannot be relayed"));
+      return false;
+    }
+    this.#headSent = true;
+    return true;
+  }
+
+  readonly #holdHead = (): void => {
+    if (this.#headSent || this.#settled) return;
+    this.#headTimer = setTimeout(() => {
+      this.#headTimer = undefined;
+      if (!this.#settled && this.#sendHead()) this.#res.flushHeaders();
+    }, HEAD_HOLD_MS);
+  };
+
+  #clearHeadTimer(): void {
+    if (this.#headTimer === undefined) return;
+    clearTimeout(this.#headTimer);
+    this.#headTimer = undefined;
+  }
+
+  readonly #onRequesterClose = (): void => {
+    if (this.#res.writableFinished) return;
+    const reason = new Error('the requester went away');
+    if (this.#controller === undefined) this.#abortReason = reason;
+    else this.#controller.abort(reason);
+  };
+
+  #finish(): void {
+    this.#settled = true;
+    this.#clearHeadTimer();
+    this.#res.off('close', this.#onRequesterClose);
+    if (this.#resume !== undefined) this.#res.off('drain', this.#resume);
+    if (!this.#req.complete) this.#req.unpipe();
+  }
+
+  #settle(cut: boolean): void {
+    this.#finish();
+    const bytesOut = (this.#socket?.bytesWritten ?? this.#bytesWrittenBefore) - this.#bytesWrittenBefore;
+    this.#options.resolve({ status: this.#status, cut, bytesIn: this.#options.counted.bytesIn, bytesOut });
+  }
+
+  #fail(failure: MembraneError): void {
+    this.#finish();
+    this.#options.reject(failure);
+  }
+}
+
+interface ExchangeOptions {
+  dropLength: boolean;
+  /** True when the requester's body is streamed to the target as it arrives. */
+  streamedUpload: boolean;
+  counted: { bytesIn: number };
+  onTargetError: ((reason: TargetErrorReason) => void) | undefined;
+  resolve: (outcome: ForwardOutcome) => void;
+  reject: (failure: MembraneError) => void;
+}
+
+/** undici's raw response head as strings, byte for byte (latin1), as Node writes them back. */
+function latin1Strings(raw: Dispatcher.DispatchController['rawHeaders']): string[] {
+  if (!Array.isArray(raw)) return [];
+  const out = new Array<string>(raw.length);
+  for (let i = 0; i < raw.length; i++) {
+    const item = raw[i]!;
+    out[i] = typeof item === 'string' ? item : item.toString('latin1');
+  }
+  return out;
 }
 
 /**

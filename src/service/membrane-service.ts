@@ -18,7 +18,7 @@ import { compileValidator } from '../schema.js';
 import { SEALED_AUDIT_KEY } from '../audit/audit-trail.js';
 import type { KeyRing, Sealer } from '../secrets.js';
 import type { CapabilityRecord, Store } from '../store/store.js';
-import { capabilityUri, generateToken, hashToken, parseCapabilityUri } from '../token.js';
+import { capabilityUri, generateToken, hashToken, hashTokenBase64, parseCapabilityUri } from '../token.js';
 import { CapabilityCache } from './capability-cache.js';
 import type { MembraneView, QueryResult, RootCapabilities, UriExportConfig } from '../wire.js';
 import { isReExport, parseExportConfig } from './export-config.js';
@@ -208,10 +208,10 @@ export class MembraneService {
 
   /** Resolves a well-formed token to a live capability; UnauthorizedError otherwise. */
   async authenticate(token: string): Promise<Capability> {
-    const hash = hashToken(token);
-    const cacheKey = hash.toString('base64');
+    const cacheKey = hashTokenBase64(token);
     const cached = this.#cache.get(cacheKey);
     if (cached !== undefined) return cached;
+    const hash = Buffer.from(cacheKey, 'base64');
 
     const epoch = this.#cache.epoch;
     const record = await this.#store.findCapability(hash);
