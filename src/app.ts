@@ -33,10 +33,15 @@ export interface OpenedStore {
  * store and key file are made if missing; without it, a missing store is a
  * ConfigurationError. A key that does not match the store is refused.
  */
-export async function openStore(dataDir: string, masterKey: string | undefined, options: { create: boolean }): Promise<OpenedStore> {
-  if (!options.create && !existsSync(join(dataDir, DATABASE_FILE_NAME))) {
+/** Throws unless `dataDir` holds a store. */
+export function requireStore(dataDir: string): void {
+  if (!existsSync(join(dataDir, DATABASE_FILE_NAME))) {
     throw new ConfigurationError(`no Membrane store in ${dataDir} (create one with \`membrane init --data-dir ${dataDir}\`)`);
   }
+}
+
+export async function openStore(dataDir: string, masterKey: string | undefined, options: { create: boolean }): Promise<OpenedStore> {
+  if (!options.create) requireStore(dataDir);
   const store = SqliteStore.open({ dataDir });
   try {
     const key = loadMasterKey({ dataDir, envValue: masterKey, create: options.create });

@@ -19,9 +19,9 @@
  * key it does not hold.
  */
 import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
-import { closeSync, fstatSync, linkSync, openSync, readFileSync, renameSync, statSync, unlinkSync } from 'node:fs';
+import { closeSync, fstatSync, openSync, readFileSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
-import { syncDirectory, writeTemporary } from './durable-file.js';
+import { createWhole, syncDirectory, writeTemporary } from './durable-file.js';
 import { ConfigurationError } from './errors.js';
 
 const VERSION = 1;
@@ -156,10 +156,15 @@ export class KeyRing implements Sealer {
     if (!force && version === this.#fileVersion) return false;
     const keys = readKeyFile(this.#file);
     this.#fileVersion = version;
-    const changed = keys.length !== this.#keys.length || keys.some((key, i) => !key.id.equals(this.#keys[i]!.id));
+    const changed = !sameKeys(keys, this.#keys);
     this.#keys = keys;
     return changed;
   }
+}
+
+/** True when both lists hold the same keys in the same order. */
+export function sameKeys(a: readonly MasterKey[], b: readonly MasterKey[]): boolean {
+  return a.length === b.length && a.every((key, i) => key.id.equals(b[i]!.id));
 }
 
 function fileVersion(path: string): string | undefined {
@@ -237,21 +242,12 @@ export function writeKeyFile(dataDir: string, keys: readonly MasterKey[]): void 
 }
 
 /**
- * Writes the key to a private temporary file, then links it into place, so
- * a concurrent reader sees either no key file or a complete one, and two
- * processes racing to create it end up sharing one key.
+ * Creates the key file whole (see createWhole), so a concurrent reader sees
+ * either no key file or a complete one, and two processes racing to create
+ * it end up sharing one key.
  */
 function createKeyFile(path: string, options: LoadMasterKeyOptions): KeyRing {
   const key = MasterKey.generate();
-  const temporary = writeTemporary(path, `${key.toBase64()}\n`);
-  try {
-    linkSync(temporary, path);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'EEXIST') return loadMasterKey({ ...options, create: false });
-    throw error;
-  } finally {
-    unlinkSync(temporary);
-  }
-  syncDirectory(options.dataDir);
+  if (!createWhole(path, `${key.toBase64()}\n`)) return loadMasterKey({ ...options, create: false });
   return new KeyRing([key], path);
 }

@@ -35,6 +35,43 @@ describe('TargetPolicy', () => {
     ['::ffff:10.1.2.3', /private, inside/],
     ['64:ff9b::a9fe:a9fe', /link-local.*inside an IPv6 address/],
     ['2002:c0a8:0101::1', /private, inside an IPv6 address/],
+    // IPv4-translated (::ffff:0:0:0/96) and IPv4-compatible (::/96) forms are judged by the IPv4 inside.
+    ['::ffff:0:127.0.0.1', /^loopback, inside an IPv6 address$/],
+    ['::ffff:0:a9fe:a9fe', /^link-local.*, inside an IPv6 address$/],
+    ['0:0:0:0:ffff:0:10.1.2.3', /^private, inside an IPv6 address$/],
+    ['::127.0.0.1', /^loopback, inside an IPv6 address$/],
+    ['::7f00:1', /^loopback, inside an IPv6 address$/],
+    ['::169.254.169.254', /^link-local.*, inside an IPv6 address$/],
+    ['::192.168.0.1', /^private, inside an IPv6 address$/],
+    ['::2', /^unspecified, inside an IPv6 address$/],
+    ['::ffff:0:192.0.2.1', /^documentation \(TEST-NET-1\), inside an IPv6 address$/],
+    // Local-use NAT64 is refused whatever it embeds.
+    ['64:ff9b:1::808:808', /^local-use NAT64$/],
+    ['64:ff9b:1::a9fe:a9fe', /^local-use NAT64$/],
+    ['64:ff9b:1:ffff:ffff:ffff:ffff:ffff', /^local-use NAT64$/],
+    // Documentation and reserved ranges.
+    ['192.0.2.1', /^documentation \(TEST-NET-1\)$/],
+    ['198.51.100.7', /^documentation \(TEST-NET-2\)$/],
+    ['203.0.113.255', /^documentation \(TEST-NET-3\)$/],
+    ['192.88.99.1', /^reserved \(6to4 relay anycast\)$/],
+    ['192.0.0.8', /^reserved \(IETF protocol assignments\)$/],
+    ['198.19.255.255', /^reserved \(benchmarking\)$/],
+    ['100::1', /^discard-only$/],
+    ['100::ffff:ffff:ffff:ffff', /^discard-only$/],
+    ['2001:db8::1', /^documentation$/],
+    ['2001:db8:ffff::1', /^documentation$/],
+    ['3fff::1', /^documentation$/],
+    ['3fff:fff:ffff::1', /^documentation$/],
+    ['2001::1', /^reserved \(IETF protocol assignments, Teredo among them\)$/],
+    ['2001:0:4136:e378:8000:63bf:3fff:fdd2', /Teredo/],
+    ['2001:2::1', /IETF protocol assignments/],
+    ['2001:1ff:ffff::1', /IETF protocol assignments/],
+    ['5f00::1', /^reserved \(SRv6 segment identifiers\)$/],
+    // Outside 2000::/3 nothing is global unicast.
+    ['100:0:0:1::1', /^reserved \(not global unicast\)$/],
+    ['1::1', /^reserved \(not global unicast\)$/],
+    ['4000::1', /^reserved \(not global unicast\)$/],
+    ['e000::1', /^reserved \(not global unicast\)$/],
   ];
   for (const [address, reason] of refused) {
     test(`refuses ${address}`, () => assert.match(policy.refusal(address) ?? '', reason));
@@ -42,6 +79,16 @@ describe('TargetPolicy', () => {
 
   test('allows public addresses', () => {
     for (const address of ['8.8.8.8', '1.1.1.1', '172.32.0.1', '100.128.0.1', '2001:4860:4860::8888', '::ffff:8.8.8.8', '2606:4700::1111']) {
+      assert.equal(policy.refusal(address), undefined, address);
+    }
+  });
+
+  test('allows public addresses next to the new ranges, and IPv6 forms embedding a public IPv4 address', () => {
+    for (const address of [
+      '192.0.1.255', '192.0.3.0', '198.51.99.255', '198.51.101.0', '203.0.112.255', '203.0.114.0', '192.88.98.255', '192.88.100.0',
+      '2001:200::1', '2001:db7:ffff::1', '2001:db9::1', '3fff:1000::1', '2000::1', '3ffe::1',
+      '64:ff9b::8.8.8.8', '::ffff:0:8.8.8.8', '::8.8.8.8', '2002:808:808::1',
+    ]) {
       assert.equal(policy.refusal(address), undefined, address);
     }
   });
@@ -56,6 +103,15 @@ describe('TargetPolicy', () => {
     assert.equal(allowing.refusal('::ffff:10.1.0.1'), undefined);
     assert.ok(allowing.allowsHost('internal.example'));
     assert.ok(!allowing.allowsHost('other.example'));
+  });
+
+  test('the allow list overrides the new denies too, also for the IPv4 inside an IPv6 address', () => {
+    const allowing = new TargetPolicy(['192.0.2.0/24', '2001:db8::/32', '64:ff9b:1::/48', '100::/64', '2001::/32']);
+    for (const address of ['192.0.2.7', '2001:db8::7', '64:ff9b:1::1', '100::7', '2001::7', '::ffff:0:192.0.2.7', '::192.0.2.7', '64:ff9b::192.0.2.7']) {
+      assert.equal(allowing.refusal(address), undefined, address);
+    }
+    assert.match(allowing.refusal('198.51.100.1') ?? '', /TEST-NET-2/);
+    assert.match(allowing.refusal('2001:2::1') ?? '', /IETF protocol assignments/);
   });
 
   test('lookup refuses a name that resolves to a refused address, and passes allowed ones on', async () => {
@@ -85,6 +141,22 @@ describe('the policy at export and at connect time', () => {
         ['http://2130706433/', /loopback/],
         ['http://0x7f.1/', /loopback/],
         ['http://localhost:9/', /config\.uri's host resolves to a loopback address/],
+        ['http://[64:ff9b:1::808:808]/', /config\.uri's host is a local-use NAT64 address/],
+        ['http://[::ffff:0:127.0.0.1]/', /loopback, inside an IPv6 address/],
+        ['http://[::ffff:0:a9fe:a9fe]/', /link-local.*, inside an IPv6 address/],
+        ['http://[::127.0.0.1]/', /loopback, inside an IPv6 address/],
+        ['http://[::10.0.0.1]/', /private, inside an IPv6 address/],
+        ['http://192.0.2.1/', /is a documentation \(TEST-NET-1\) address/],
+        ['http://198.51.100.1/', /is a documentation \(TEST-NET-2\) address/],
+        ['http://203.0.113.1/', /is a documentation \(TEST-NET-3\) address/],
+        ['http://192.88.99.1/', /is a reserved \(6to4 relay anycast\) address/],
+        ['http://[100::1]/', /is a discard-only address/],
+        ['http://[2001:db8::1]/', /is a documentation address/],
+        ['http://[3fff::1]/', /is a documentation address/],
+        ['http://[2001::1]/', /is a reserved \(IETF protocol assignments, Teredo among them\) address/],
+        ['http://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/', /Teredo/],
+        ['http://[5f00::1]/', /SRv6/],
+        ['http://[4000::1]/', /is a reserved \(not global unicast\) address/],
       ];
       for (const [uri, message] of cases) {
         const result = await call(membrane.url, exportCap, { body: { uri } });
@@ -94,7 +166,9 @@ describe('the policy at export and at connect time', () => {
       }
       // A name that does not resolve is accepted; the connect-time check guards it.
       assert.equal((await call(membrane.url, exportCap, { body: { uri: 'https://not-resolvable.invalid/' } })).status, 201);
-      assert.equal((await call(membrane.url, exportCap, { body: { uri: 'https://93.184.216.34/' } })).status, 201);
+      for (const uri of ['https://93.184.216.34/', 'https://[64:ff9b::93.184.216.34]/', 'https://[::ffff:0:93.184.216.34]/', 'https://[::93.184.216.34]/']) {
+        assert.equal((await call(membrane.url, exportCap, { body: { uri } })).status, 201, uri);
+      }
     } finally {
       await membrane.stop();
     }
@@ -112,6 +186,21 @@ describe('the policy at export and at connect time', () => {
     } finally {
       await membrane.stop();
       await target.close();
+    }
+  });
+
+  test('an allow list entry admits an address of a newly refused range, and an IPv4 range admits its IPv6 embeddings', async () => {
+    const membrane = await startTestMembrane({ allowTargets: ['2001:db8::/32', '192.0.2.0/24'] });
+    try {
+      const { export: exportCap } = await membrane.control.createMembrane(membrane.roots.create, 'allowed-ranges');
+      for (const uri of ['https://[2001:db8::1]/', 'https://192.0.2.1/', 'https://[::ffff:0:192.0.2.1]/', 'https://[::192.0.2.1]/', 'https://[64:ff9b::192.0.2.1]/']) {
+        assert.equal((await call(membrane.url, exportCap, { body: { uri } })).status, 201, uri);
+      }
+      for (const uri of ['https://198.51.100.1/', 'https://[64:ff9b:1::192.0.2.1]/']) {
+        assert.equal((await call(membrane.url, exportCap, { body: { uri } })).status, 400, uri);
+      }
+    } finally {
+      await membrane.stop();
     }
   });
 

@@ -8,15 +8,17 @@
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { createTenant, openStore, startMembrane } from '../app.js';
+import { createTenant, openStore, requireStore, startMembrane } from '../app.js';
 import { auditId, loadAuditKey, openAuditTrail } from '../audit/audit-trail.js';
 import { defaultAuthority, resolveOptions, resolveServeConfig, SERVE_OPTIONS } from '../config.js';
 import { ConfigurationError } from '../errors.js';
 import { createLogger } from '../log.js';
-import { loadMasterKey, MasterKey, writeKeyFile } from '../secrets.js';
-import { MembraneService, resealStore, type RootCapabilities } from '../service/membrane-service.js';
+import { keyFilePath, type KeyRing, loadMasterKey, MasterKey, sameKeys, writeKeyFile } from '../secrets.js';
+import { MembraneService, resealStore, type ResealResult, type RootCapabilities } from '../service/membrane-service.js';
+import type { Store } from '../store/store.js';
 import { hashToken, isWellFormedToken, parseCapabilityUri, redactTokens } from '../token.js';
 import { ProfileStore } from './profile-store.js';
+import { RotationLock } from './rotation-lock.js';
 
 class UsageError extends Error {}
 
@@ -35,7 +37,8 @@ Usage:
   membrane audit-hash [--data-dir DIR] [--json] TOKEN|CAPABILITY|-
                                            print the id a token has in the audit trail (- reads it from stdin)
   membrane keys rotate [--data-dir DIR] [--json]
-                                           re-seal every secret under a new master key, online
+                                           re-seal every secret under a new master key, online;
+                                           one rotation at a time (lock: DATA_DIR/keys-rotate.lock)
   membrane --help | --version
 
 Options of serve (each also read from the environment variable shown):
@@ -200,39 +203,61 @@ const KEY_FILE_GRACE_MS = 2_000;
  * grace period and a last pass, the file keeps only the new key. With
  * MEMBRANE_MASTER_KEY: the new key must already be first in it
  * (NEW,OLD) and every value is re-sealed under it.
+ *
+ * The whole rotation holds the data directory's rotation lock, so a second
+ * rotation fails at once instead of interleaving with this one. Before
+ * every later write the key file is read again: if it is no longer what
+ * this run wrote, the run stops and writes nothing more, so that no key is
+ * dropped that this run did not retire.
  */
 async function rotateKeys(args: readonly string[]): Promise<number> {
   const { values } = parse(args, { 'data-dir': { type: 'string' }, json: { type: 'boolean' } });
   const dataDir = resolveOptions(['dataDir'], { 'data-dir': values['data-dir'] }, process.env).dataDir as string;
   const fromEnvironment = process.env.MEMBRANE_MASTER_KEY !== undefined && process.env.MEMBRANE_MASTER_KEY !== '';
-  const { store, key } = await openStore(dataDir, process.env.MEMBRANE_MASTER_KEY, { create: false });
+  requireStore(dataDir);
+  const lock = RotationLock.acquire(dataDir, (message) => process.stderr.write(`membrane: warning: ${message}\n`));
   try {
-    let current: MasterKey;
-    if (fromEnvironment) {
-      current = key.current;
-    } else {
-      current = MasterKey.generate();
-      writeKeyFile(dataDir, [current, ...key.keys]);
+    // Opened under the lock, so the keys read are the ones no other rotation is changing.
+    const { store, key } = await openStore(dataDir, process.env.MEMBRANE_MASTER_KEY, { create: false });
+    try {
+      const { current, result } = fromEnvironment ? { current: key.current, result: await resealStore(store, key) } : await rotateKeyFile(dataDir, key, store, lock);
+      const keyId = current.id.toString('hex');
+      if (values.json === true) process.stdout.write(`${JSON.stringify({ keyId, ...result })}\n`);
+      else process.stdout.write(`re-sealed ${result.resealed} values under master key ${keyId}\n`);
+      if (result.unreadable > 0) {
+        process.stderr.write(`membrane: ${result.unreadable} sealed values could not be opened with any key held; the old keys are kept\n`);
+        return 1;
+      }
+      return 0;
+    } finally {
+      await store.close();
     }
-    const ring = fromEnvironment ? key : loadMasterKey({ dataDir, create: false });
-    let result = await resealStore(store, ring);
-    if (!fromEnvironment) {
-      await new Promise((resolve) => setTimeout(resolve, KEY_FILE_GRACE_MS));
-      const last = await resealStore(store, ring);
-      result = { resealed: result.resealed + last.resealed, unreadable: last.unreadable };
-      if (result.unreadable === 0) writeKeyFile(dataDir, [current]);
-    }
-    const keyId = current.id.toString('hex');
-    if (values.json === true) process.stdout.write(`${JSON.stringify({ keyId, ...result })}\n`);
-    else process.stdout.write(`re-sealed ${result.resealed} values under master key ${keyId}\n`);
-    if (result.unreadable > 0) {
-      process.stderr.write(`membrane: ${result.unreadable} sealed values could not be opened with any key held; the old keys are kept\n`);
-      return 1;
-    }
-    return 0;
   } finally {
-    await store.close();
+    lock.release();
   }
+}
+
+async function rotateKeyFile(dataDir: string, old: KeyRing, store: Store, lock: RotationLock): Promise<{ current: MasterKey; result: ResealResult }> {
+  const current = MasterKey.generate();
+  const written = [current, ...old.keys];
+  writeKeyFile(dataDir, written);
+  const ring = loadMasterKey({ dataDir, create: false });
+  /** Throws unless this run still holds the lock and the key file is still what this run wrote. */
+  const checkUnchanged = (): void => {
+    const path = keyFilePath(dataDir);
+    if (!lock.isHeld()) throw new Error(`the key rotation lock ${lock.path} was removed or replaced while this rotation ran; it stops here and leaves ${path} as it is`);
+    if (!sameKeys(loadMasterKey({ dataDir, create: false }).keys, written) || !ring.current.id.equals(current.id)) {
+      throw new Error(`${path} was changed by someone else while this rotation ran; it stops here and leaves the file as it is (no key removed)`);
+    }
+  };
+  let result = await resealStore(store, ring);
+  checkUnchanged();
+  await new Promise((resolve) => setTimeout(resolve, KEY_FILE_GRACE_MS));
+  const last = await resealStore(store, ring);
+  result = { resealed: result.resealed + last.resealed, unreadable: last.unreadable };
+  checkUnchanged();
+  if (result.unreadable === 0) writeKeyFile(dataDir, [current]);
+  return { current, result };
 }
 
 /** The capi profile to save root capabilities in, if any. */

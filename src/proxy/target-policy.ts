@@ -1,12 +1,16 @@
 /**
  * Which addresses targets may have (SSRF defence).
  *
- * By default a target may not be on loopback, private (RFC 1918),
- * link-local (including the 169.254.169.254 metadata service), CGNAT,
- * IPv6 unique-local or link-local, unspecified, multicast, reserved or
- * broadcast addresses, nor on an IPv6 form that embeds such an IPv4
- * address (IPv4-mapped, NAT64, 6to4). The operator's allow list (CIDRs and
- * host names) overrides this.
+ * By default a target may not be on any address that is not global unicast:
+ * the ranges below, taken from the IANA IPv4 and IPv6 Special-Purpose
+ * Address Registries (RFC 6890 and the RFCs it names), multicast, and every
+ * IPv6 address outside 2000::/3 (the only block IANA allocates for global
+ * unicast). IPv6 forms that embed an IPv4 address (IPv4-mapped,
+ * IPv4-translated, IPv4-compatible, NAT64 64:ff9b::/96, 6to4) are judged by
+ * the IPv4 address they embed. A network-specific NAT64 prefix (RFC 6052
+ * section 2.2, chosen by the operator) cannot be recognised: the IPv4
+ * address inside one is not judged. The operator's allow list (CIDRs and
+ * host names) overrides all of this.
  *
  * The policy is applied at export (to literal addresses and to every
  * address a host name resolves to) and again at connect time, on the
@@ -22,24 +26,41 @@ interface Range {
   reason: string;
 }
 
+/** Denied ranges, in order: the first one an address is in names the reason. */
 const DENIED: readonly Range[] = [
-  { address: '0.0.0.0', prefix: 8, family: 'ipv4', reason: 'unspecified' },
-  { address: '127.0.0.0', prefix: 8, family: 'ipv4', reason: 'loopback' },
-  { address: '10.0.0.0', prefix: 8, family: 'ipv4', reason: 'private' },
-  { address: '172.16.0.0', prefix: 12, family: 'ipv4', reason: 'private' },
-  { address: '192.168.0.0', prefix: 16, family: 'ipv4', reason: 'private' },
-  { address: '169.254.0.0', prefix: 16, family: 'ipv4', reason: 'link-local (cloud metadata)' },
-  { address: '100.64.0.0', prefix: 10, family: 'ipv4', reason: 'carrier-grade NAT' },
-  { address: '192.0.0.0', prefix: 24, family: 'ipv4', reason: 'reserved' },
-  { address: '198.18.0.0', prefix: 15, family: 'ipv4', reason: 'reserved' },
-  { address: '224.0.0.0', prefix: 4, family: 'ipv4', reason: 'multicast' },
-  { address: '240.0.0.0', prefix: 4, family: 'ipv4', reason: 'reserved' },
-  { address: '::', prefix: 128, family: 'ipv6', reason: 'unspecified' },
-  { address: '::1', prefix: 128, family: 'ipv6', reason: 'loopback' },
-  { address: 'fc00::', prefix: 7, family: 'ipv6', reason: 'unique-local' },
-  { address: 'fe80::', prefix: 10, family: 'ipv6', reason: 'link-local' },
-  { address: 'fec0::', prefix: 10, family: 'ipv6', reason: 'site-local' },
-  { address: 'ff00::', prefix: 8, family: 'ipv6', reason: 'multicast' },
+  { address: '0.0.0.0', prefix: 8, family: 'ipv4', reason: 'unspecified' }, // "this network", RFC 791
+  { address: '127.0.0.0', prefix: 8, family: 'ipv4', reason: 'loopback' }, // RFC 1122
+  { address: '10.0.0.0', prefix: 8, family: 'ipv4', reason: 'private' }, // RFC 1918
+  { address: '172.16.0.0', prefix: 12, family: 'ipv4', reason: 'private' }, // RFC 1918
+  { address: '192.168.0.0', prefix: 16, family: 'ipv4', reason: 'private' }, // RFC 1918
+  { address: '169.254.0.0', prefix: 16, family: 'ipv4', reason: 'link-local (cloud metadata)' }, // RFC 3927
+  { address: '100.64.0.0', prefix: 10, family: 'ipv4', reason: 'carrier-grade NAT' }, // RFC 6598
+  { address: '192.0.0.0', prefix: 24, family: 'ipv4', reason: 'reserved (IETF protocol assignments)' }, // RFC 6890
+  { address: '192.0.2.0', prefix: 24, family: 'ipv4', reason: 'documentation (TEST-NET-1)' }, // RFC 5737
+  { address: '198.51.100.0', prefix: 24, family: 'ipv4', reason: 'documentation (TEST-NET-2)' }, // RFC 5737
+  { address: '203.0.113.0', prefix: 24, family: 'ipv4', reason: 'documentation (TEST-NET-3)' }, // RFC 5737
+  { address: '192.88.99.0', prefix: 24, family: 'ipv4', reason: 'reserved (6to4 relay anycast)' }, // RFC 7526
+  { address: '198.18.0.0', prefix: 15, family: 'ipv4', reason: 'reserved (benchmarking)' }, // RFC 2544
+  { address: '224.0.0.0', prefix: 4, family: 'ipv4', reason: 'multicast' }, // RFC 5771
+  { address: '240.0.0.0', prefix: 4, family: 'ipv4', reason: 'reserved' }, // RFC 1112; with 255.255.255.255, limited broadcast (RFC 919)
+  { address: '::', prefix: 128, family: 'ipv6', reason: 'unspecified' }, // RFC 4291
+  { address: '::1', prefix: 128, family: 'ipv6', reason: 'loopback' }, // RFC 4291
+  { address: '64:ff9b:1::', prefix: 48, family: 'ipv6', reason: 'local-use NAT64' }, // RFC 8215
+  { address: '100::', prefix: 64, family: 'ipv6', reason: 'discard-only' }, // RFC 6666
+  { address: '2001::', prefix: 23, family: 'ipv6', reason: 'reserved (IETF protocol assignments, Teredo among them)' }, // RFC 2928, RFC 4380
+  { address: '2001:db8::', prefix: 32, family: 'ipv6', reason: 'documentation' }, // RFC 3849
+  { address: '3fff::', prefix: 20, family: 'ipv6', reason: 'documentation' }, // RFC 9637
+  { address: '5f00::', prefix: 16, family: 'ipv6', reason: 'reserved (SRv6 segment identifiers)' }, // RFC 9602
+  { address: 'fc00::', prefix: 7, family: 'ipv6', reason: 'unique-local' }, // RFC 4193
+  { address: 'fe80::', prefix: 10, family: 'ipv6', reason: 'link-local' }, // RFC 4291
+  { address: 'fec0::', prefix: 10, family: 'ipv6', reason: 'site-local' }, // RFC 3879
+  { address: 'ff00::', prefix: 8, family: 'ipv6', reason: 'multicast' }, // RFC 4291
+  // Everything else outside 2000::/3 is reserved by the IETF (RFC 4291
+  // section 2.4, IANA IPv6 Address Space); the embedding forms inside ::/8
+  // are judged by their IPv4 address before these are consulted.
+  { address: '::', prefix: 3, family: 'ipv6', reason: 'reserved (not global unicast)' },
+  { address: '4000::', prefix: 2, family: 'ipv6', reason: 'reserved (not global unicast)' },
+  { address: '8000::', prefix: 1, family: 'ipv6', reason: 'reserved (not global unicast)' },
 ];
 
 /** Error code of a connection refused by the policy. */
@@ -50,9 +71,13 @@ export class TargetDeniedError extends Error {
 }
 
 export class TargetPolicy {
-  /** Every denied range in one list, for the common check; per range, to name the reason. */
-  readonly #deniedAll = new BlockList();
-  readonly #denied: { list: BlockList; reason: string }[];
+  /**
+   * Every denied range of a family in one list, for the common check; per
+   * range, to name the reason. Kept apart by family because a BlockList
+   * matches an IPv4 address against IPv6 ranges as ::ffff:a.b.c.d.
+   */
+  readonly #deniedAll = { ipv4: new BlockList(), ipv6: new BlockList() };
+  readonly #denied: { list: BlockList; family: 'ipv4' | 'ipv6'; reason: string }[];
   readonly #allowed = new BlockList();
   readonly #allowedHosts: ReadonlySet<string>;
 
@@ -61,8 +86,8 @@ export class TargetPolicy {
     this.#denied = DENIED.map((range) => {
       const list = new BlockList();
       list.addSubnet(range.address, range.prefix, range.family);
-      this.#deniedAll.addSubnet(range.address, range.prefix, range.family);
-      return { list, reason: range.reason };
+      this.#deniedAll[range.family].addSubnet(range.address, range.prefix, range.family);
+      return { list, family: range.family, reason: range.reason };
     });
     const hosts = new Set<string>();
     for (const entry of allow) {
@@ -87,12 +112,12 @@ export class TargetPolicy {
     if (this.#allowed.check(address, type)) return undefined;
     const embedded = family === 6 ? embeddedIpv4(address) : undefined;
     if (embedded !== undefined) {
-      if (this.#allowed.check(embedded, 'ipv4')) return undefined;
+      // Judged by the IPv4 address alone (the embedding prefixes themselves lie outside 2000::/3).
       const reason = this.refusal(embedded);
-      if (reason !== undefined) return `${reason}, inside an IPv6 address`;
+      return reason === undefined ? undefined : `${reason}, inside an IPv6 address`;
     }
-    if (!this.#deniedAll.check(address, type)) return undefined;
-    return this.#denied.find(({ list }) => list.check(address, type))?.reason;
+    if (!this.#deniedAll[type].check(address, type)) return undefined;
+    return this.#denied.find((range) => range.family === type && range.list.check(address, type))?.reason;
   }
 
   /**
@@ -116,13 +141,22 @@ export class TargetPolicy {
   }
 }
 
-/** The IPv4 address inside an IPv4-mapped (::ffff:a.b.c.d), NAT64 (64:ff9b::/96) or 6to4 (2002::/16) address. */
+/**
+ * The IPv4 address inside an IPv6 address of a form that embeds one:
+ * IPv4-mapped ::ffff:a.b.c.d (::ffff:0:0/96, RFC 4291), IPv4-translated
+ * ::ffff:0:a.b.c.d (::ffff:0:0:0/96, RFC 2765), IPv4-compatible ::a.b.c.d
+ * (::/96, deprecated by RFC 4291; :: and ::1 themselves excepted), NAT64
+ * with the well-known prefix (64:ff9b::/96, RFC 6052) and 6to4 (2002::/16,
+ * RFC 3056).
+ */
 function embeddedIpv4(address: string): string | undefined {
   const words = expandIpv6(address);
   if (words === undefined) return undefined;
   const v4 = (high: number, low: number): string => `${high >> 8}.${high & 0xff}.${low >> 8}.${low & 0xff}`;
   const zero = (from: number, to: number): boolean => words.slice(from, to).every((word) => word === 0);
   if (zero(0, 5) && words[5] === 0xffff) return v4(words[6]!, words[7]!);
+  if (zero(0, 4) && words[4] === 0xffff && words[5] === 0) return v4(words[6]!, words[7]!);
+  if (zero(0, 6) && (words[6] !== 0 || words[7]! > 1)) return v4(words[6]!, words[7]!);
   if (words[0] === 0x64 && words[1] === 0xff9b && zero(2, 6)) return v4(words[6]!, words[7]!);
   if (words[0] === 0x2002) return v4(words[1]!, words[2]!);
   return undefined;

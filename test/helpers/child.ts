@@ -27,15 +27,30 @@ export function runCapi(args: string[], env: NodeJS.ProcessEnv = {}, stdin?: str
   return runBin(CAPI_BIN, args, env, stdin);
 }
 
-async function runBin(bin: string, args: string[], env: NodeJS.ProcessEnv, stdin?: string | Buffer): Promise<CommandResult> {
+function runBin(bin: string, args: string[], env: NodeJS.ProcessEnv, stdin?: string | Buffer): Promise<CommandResult> {
+  return spawnBin(bin, args, env, stdin).result;
+}
+
+export interface RunningCommand {
+  child: ChildProcess;
+  /** Resolves once the command has exited and its output is complete. */
+  result: Promise<CommandResult>;
+}
+
+/** Starts `membrane ARGS` without waiting for it, so that a test can watch or signal it while it runs. */
+export function spawnMembrane(args: string[], env: NodeJS.ProcessEnv = {}): RunningCommand {
+  return spawnBin(MEMBRANE_BIN, args, env);
+}
+
+function spawnBin(bin: string, args: string[], env: NodeJS.ProcessEnv, stdin?: string | Buffer): RunningCommand {
   const child = spawn(process.execPath, [bin, ...args], { env: { ...cleanEnv(), ...env }, stdio: [stdin === undefined ? 'ignore' : 'pipe', 'pipe', 'pipe'] });
   if (stdin !== undefined) child.stdin!.end(stdin);
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (chunk) => (stdout += chunk));
   child.stderr!.on('data', (chunk) => (stderr += chunk));
-  const [code, signal] = (await once(child, 'close')) as [number | null, NodeJS.Signals | null];
-  return { code, signal, stdout, stderr };
+  const result = (once(child, 'close') as Promise<[number | null, NodeJS.Signals | null]>).then(([code, signal]) => ({ code, signal, stdout, stderr }));
+  return { child, result };
 }
 
 let isolatedHome: string | undefined;
