@@ -85,9 +85,9 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
     dataDir: config.dataDir,
     store,
     key,
-    onFailure: (error) => {
-      metrics.auditFailures.inc();
-      logger.error({ err: { message: error.message } }, 'the audit trail could not record a line');
+    onFailure: (error, lines) => {
+      metrics.auditFailures.inc(lines);
+      logger.error({ err: { message: error.message }, lines }, 'the audit trail could not record lines');
     },
   });
   const targetPolicy = new TargetPolicy(config.allowTargets);

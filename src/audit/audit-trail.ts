@@ -14,7 +14,12 @@
  * happens, so control-plane changes fail closed. After the action a
  * `response` line records its status. Reads and invocations write one
  * buffered line each and fail open: an invocation is not refused because
- * the audit sink fails; the failure is logged and counted.
+ * the audit sink fails; the failure is logged and counted. The sink counts
+ * every line it loses (through `onFailure`), durable lines included.
+ *
+ * A line is one line for any reader: JSON.stringify escapes C0 controls,
+ * and the trail escapes the other characters that some readers (Python's
+ * str.splitlines) take as line breaks: U+0085, U+2028 and U+2029.
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import { ServiceUnavailableError } from '../errors.js';
@@ -22,7 +27,7 @@ import type { Sealer } from '../secrets.js';
 import type { Store } from '../store/store.js';
 import { hashToken, parseCapabilityUri } from '../token.js';
 import { join } from 'node:path';
-import { AuditUnavailableError, FileAuditSink, NullAuditSink, StreamAuditSink, type AuditSink } from './audit-sink.js';
+import { AuditUnavailableError, FileAuditSink, NullAuditSink, StreamAuditSink, type AuditFailureHandler, type AuditSink } from './audit-sink.js';
 
 export type AuditAction =
   | 'tenant.create'
@@ -81,18 +86,20 @@ function nextId(): string {
   return `${ID_PREFIX}${idCounter.toString(36)}`;
 }
 
+/** Characters outside C0 that readers may take as line breaks (JSON.stringify writes them raw). */
+const LINE_BREAKS = /[\u0085\u2028\u2029]/g;
+const escapeLineBreak = (char: string): string => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`;
+
 export class AuditTrail {
   readonly #sink: AuditSink;
   readonly #key: Buffer;
-  readonly #onFailure: (error: Error) => void;
   /** False when the sink is off: callers may skip building events. */
   readonly enabled: boolean;
 
-  constructor(sink: AuditSink, key: Buffer, options: { enabled: boolean; onFailure?: (error: Error) => void }) {
+  constructor(sink: AuditSink, key: Buffer, options: { enabled: boolean }) {
     this.#sink = sink;
     this.#key = key;
     this.enabled = options.enabled;
-    this.#onFailure = options.onFailure ?? (() => undefined);
   }
 
   /** The capability id of a token hash. */
@@ -123,13 +130,9 @@ export class AuditTrail {
     return entry;
   }
 
-  /** Writes the `response` line of a mutating action (durably; a failure is reported, as the action has happened). */
+  /** Writes the `response` line of a mutating action (durably; a failure is only counted and logged, by the sink, as the action has happened). */
   async end(entry: AuditEntry, fields: AuditFields): Promise<void> {
-    try {
-      await this.#sink.writeDurable(this.#line(entry, 'response', { ...entry.fields, ...fields }));
-    } catch (error) {
-      this.#onFailure(error as Error);
-    }
+    await this.#sink.writeDurable(this.#line(entry, 'response', { ...entry.fields, ...fields })).catch(() => undefined);
   }
 
   /** One buffered line for a read, an invocation or a refusal. */
@@ -145,7 +148,7 @@ export class AuditTrail {
   #line(entry: AuditEntry, phase: 'request' | 'response' | 'event', fields: AuditFields): string {
     const line: Record<string, unknown> = { time: new Date().toISOString(), type: 'audit', id: entry.id, phase, action: entry.action, ...fields };
     if (phase !== 'request') line.durationMs = Math.round((performance.now() - entry.started) * 1000) / 1000;
-    return JSON.stringify(line);
+    return JSON.stringify(line).replace(LINE_BREAKS, escapeLineBreak);
   }
 }
 
@@ -155,7 +158,8 @@ export async function openAuditTrail(options: {
   dataDir: string;
   store: Store;
   key: Sealer;
-  onFailure: (error: Error) => void;
+  /** Told of every line lost, with how many. */
+  onFailure: AuditFailureHandler;
 }): Promise<AuditTrail> {
   const auditKey = await loadAuditKey(options.store, options.key);
   const { spec } = options;
@@ -163,9 +167,12 @@ export async function openAuditTrail(options: {
     spec === 'off'
       ? new NullAuditSink()
       : spec === 'stdout'
-        ? new StreamAuditSink(process.stdout)
-        : new FileAuditSink(spec === 'file' ? join(options.dataDir, AUDIT_FILE_NAME) : spec.slice('file:'.length), options.onFailure);
-  return new AuditTrail(sink, auditKey, { enabled: spec !== 'off', onFailure: options.onFailure });
+        ? new StreamAuditSink(process.stdout, options.onFailure)
+        : spec === 'file'
+          ? // The data directory's own file is always 0600; a file named by the operator keeps the mode it has.
+            new FileAuditSink(join(options.dataDir, AUDIT_FILE_NAME), options.onFailure, { exactMode: true })
+          : new FileAuditSink(spec.slice('file:'.length), options.onFailure);
+  return new AuditTrail(sink, auditKey, { enabled: spec !== 'off' });
 }
 
 export const AUDIT_FILE_NAME = 'audit.log';

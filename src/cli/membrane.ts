@@ -135,7 +135,7 @@ async function tenantCommand(args: readonly string[], { init }: { init: boolean 
     dataDir,
     store,
     key,
-    onFailure: (error) => process.stderr.write(`membrane: warning: the audit trail could not record a line: ${error.message}\n`),
+    onFailure: (error, lines) => process.stderr.write(`membrane: warning: the audit trail could not record ${lines} line(s): ${error.message}\n`),
   });
   try {
     const service = new MembraneService(store, key, { authority, cacheSize: 1, auditId: (hash) => audit.idOf(hash) });
@@ -300,6 +300,19 @@ function formatRoots(roots: RootCapabilities): string {
   return `create:     ${roots.create}\nquery:      ${roots.query}\ndeleteSelf: ${roots.deleteSelf}\n`;
 }
 
+/**
+ * Failures to write that must not end a server: a closed stdout (its reader
+ * went away: pino stops logging on EPIPE by itself, and the stdout audit
+ * sink counts its lines as lost), and a file reaching the file size limit
+ * (Node ignores SIGXFSZ, so such a write fails with EFBIG, which the audit
+ * trail counts or refuses; signal-exit, loaded by proper-lockfile, would
+ * re-raise the signal and kill the process unless another listener exists).
+ */
+function keepServingThroughOutputFailures(): void {
+  process.stdout.on('error', () => undefined);
+  process.on('SIGXFSZ', () => undefined);
+}
+
 async function serve(args: readonly string[]): Promise<number> {
   const flagOptions = {
     ...Object.fromEntries(Object.values(SERVE_OPTIONS).map((spec) => [spec.flag, { type: 'string' as const }])),
@@ -309,6 +322,7 @@ async function serve(args: readonly string[]): Promise<number> {
   const profile = profileName(values as { 'capi-profile'?: string; 'no-capi-profile'?: boolean }, true);
   const config = resolveServeConfig(values as Record<string, string | undefined>, process.env);
   const logger = createLogger(config.logLevel);
+  keepServingThroughOutputFailures();
   const running = await startMembrane(config, logger);
   if (running.bootstrap !== undefined) {
     process.stdout.write(

@@ -144,8 +144,14 @@ const validateNewMembrane = compileValidator<NewMembraneBody>(
   'membrane',
 );
 
-/** Control characters would let a membrane id spoof terminal or log output; lone surrogates are not text. */
+/**
+ * Control characters would let a membrane id spoof terminal or log output
+ * (C0 and C1 include every other character Python's str.splitlines breaks
+ * lines at: \v, \f, \x1c-\x1e, \x85); lone surrogates are not text.
+ */
 const UNPRINTABLE = /[\u0000-\u001F\u007F-\u009F]|\p{Cs}/u;
+/** Unicode line and paragraph separators: a reader splitting lines on them would see a forged audit line. */
+const SEPARATORS = /[\u2028\u2029]/;
 
 export class MembraneService {
   readonly #store: Store;
@@ -248,6 +254,7 @@ export class MembraneService {
     if (UNPRINTABLE.test(name)) {
       throw new BadRequestError('membrane.id must not contain control characters or unpaired surrogates');
     }
+    if (SEPARATORS.test(name)) throw new BadRequestError('membrane.id must not contain line or paragraph separators (U+2028, U+2029)');
     const exportToken = generateToken();
     const revokeToken = generateToken();
     const result = await this.#store.createMembrane({
