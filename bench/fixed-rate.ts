@@ -5,18 +5,22 @@
  * latency is measured from the request's scheduled time, not from when it
  * was sent, so a server that falls behind is charged for the wait
  * (no coordinated omission). Run as its own process:
- *   node fixed-rate.js '{"url":…, "method":…, "headers":{…}, "body":…, "rate":…, "durationSeconds":…, "connections":…}'
+ *   node fixed-rate.js SPEC_FILE   (a JSON LoadSpec)
  * and prints one JSON LoadResult.
  */
+import { readFileSync } from 'node:fs';
 import hdr from 'hdr-histogram-js';
 import { Pool } from 'undici';
 import type { LoadResult, LoadSpec } from './load.js';
 
 async function main(): Promise<void> {
-  const spec = JSON.parse(process.argv[2]!) as LoadSpec & { rate: number };
+  const spec = JSON.parse(readFileSync(process.argv[2]!, 'utf8')) as LoadSpec & { rate: number };
   const url = new URL(spec.url);
   const pool = new Pool(url.origin, { connections: spec.connections, pipelining: 1 });
   const histogram = hdr.build({ lowestDiscernibleValue: 1, highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: 3 });
+  const authorizations = spec.authorizations;
+  const headersOf = (): Record<string, string> =>
+    authorizations === undefined ? spec.headers : { ...spec.headers, authorization: authorizations[Math.floor(Math.random() * authorizations.length)]! };
   const interval = 1e9 / spec.rate;
   const start = process.hrtime.bigint();
   const end = start + BigInt(Math.round(spec.durationSeconds * 1e9));
@@ -30,7 +34,7 @@ async function main(): Promise<void> {
   const send = (scheduled: bigint): void => {
     inFlight += 1;
     pool
-      .request({ path: url.pathname + url.search, method: spec.method as 'GET', headers: spec.headers, body: spec.body })
+      .request({ path: url.pathname + url.search, method: spec.method as 'GET', headers: headersOf(), body: spec.body })
       .then(async (response) => {
         await response.body.dump();
         if (response.statusCode < 200 || response.statusCode >= 300) failures += 1;

@@ -6,7 +6,6 @@
  */
 import { execFile, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -48,7 +47,11 @@ async function wrk(spec: LoadSpec): Promise<LoadResult> {
   const dir = mkdtempSync(join(tmpdir(), 'membrane-bench-'));
   const script = join(dir, 'load.lua');
   const headers = Object.entries(spec.headers).map(([name, value]) => `wrk.headers[${luaString(name)}] = ${luaString(value)}`);
-  const pool = spec.authorizations === undefined ? '' : `local pool = { ${spec.authorizations.map(luaString).join(', ')} }
+  // The pool is read from a file: a Lua table literal of 100 k strings exceeds LuaJIT's constant limit.
+  const poolFile = join(dir, 'authorizations.txt');
+  if (spec.authorizations !== undefined) writeFileSync(poolFile, `${spec.authorizations.join('\n')}\n`);
+  const pool = spec.authorizations === undefined ? '' : `local pool = {}
+for line in io.lines(${luaString(poolFile)}) do pool[#pool + 1] = line end
 request = function()
   wrk.headers["Authorization"] = pool[math.random(#pool)]
   return wrk.format()
@@ -80,40 +83,21 @@ end
   };
 }
 
-/** Saturation with autocannon (its own process). */
-async function autocannon(spec: LoadSpec): Promise<LoadResult> {
-  const bin = createRequire(import.meta.url).resolve('autocannon/autocannon.js');
-  const args = [bin, '--json', '-c', String(spec.connections), '-d', String(spec.durationSeconds), '-m', spec.method];
-  for (const [name, value] of Object.entries(spec.headers)) args.push('-H', `${name}=${value}`);
-  if (spec.authorizations !== undefined) args.push('-H', `authorization=${spec.authorizations[0]}`);
-  if (spec.body !== undefined) args.push('-b', spec.body);
-  args.push(spec.url);
-  const { stdout } = await run(process.execPath, args, { maxBuffer: 1 << 26 });
-  const result = JSON.parse(stdout) as {
-    requests: { average: number; total: number };
-    latency: { p50: number; p99: number; p99_9: number };
-    non2xx: number;
-    errors: number;
-    timeouts: number;
-  };
-  return {
-    requestsPerSecond: result.requests.total / spec.durationSeconds,
-    p50: result.latency.p50,
-    p99: result.latency.p99,
-    p999: result.latency.p99_9,
-    failures: result.non2xx + result.errors + result.timeouts,
-    requests: result.requests.total,
-  };
-}
-
-/** Latency at a fixed rate, from fixed-rate.js in its own process. */
-async function fixedRate(spec: LoadSpec): Promise<LoadResult> {
-  const script = new URL('./fixed-rate.js', import.meta.url).pathname;
-  const { stdout } = await run(process.execPath, [script, JSON.stringify(spec)], { maxBuffer: 1 << 20 });
-  return JSON.parse(stdout) as LoadResult;
+/** Runs one of our generator scripts in its own process, the spec passed in a file (a pool can exceed the argument size limit). */
+async function runScript(name: string, spec: LoadSpec): Promise<LoadResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'membrane-bench-'));
+  const file = join(dir, 'spec.json');
+  writeFileSync(file, JSON.stringify(spec));
+  try {
+    const { stdout } = await run(process.execPath, [new URL(`./${name}`, import.meta.url).pathname, file], { maxBuffer: 1 << 20 });
+    return JSON.parse(stdout) as LoadResult;
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 }
 
 export function load(spec: LoadSpec, tool: 'wrk' | 'autocannon'): Promise<LoadResult> {
-  if (spec.rate !== undefined) return fixedRate(spec);
-  return tool === 'wrk' ? wrk(spec) : autocannon(spec);
+  // Latency at a fixed rate comes from fixed-rate.js; saturation from wrk, or autocannon through autocannon-run.js.
+  if (spec.rate !== undefined) return runScript('fixed-rate.js', spec);
+  return tool === 'wrk' ? wrk(spec) : runScript('autocannon-run.js', spec);
 }

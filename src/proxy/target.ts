@@ -2,10 +2,11 @@
  * A Target is an export config made ready to forward to: parsed once when
  * a capability is resolved, then reused for every invocation.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { isIP } from 'node:net';
 import { schemeOf, type TlsConfig, type UriExportConfig } from '../service/export-config.js';
 import type { SignatureScheme, Signer } from '../signing/signer.js';
+import { Interner } from '../interner.js';
 
 export interface Target {
   /** `scheme://host:port` of the target. */
@@ -35,42 +36,44 @@ export interface Target {
   signing: { scheme: SignatureScheme<never>; signer: Signer } | undefined;
 }
 
+/** Values many targets have in common (origins, header lists, TLS configs), shared. */
+const shared = new Interner(10_000);
+
 export function prepareTarget(config: UriExportConfig): Target {
   const url = new URL(config.uri);
-  const headers: string[] = [];
-  const headerNames = new Set<string>();
-  for (const [name, value] of Object.entries(config.headers ?? {})) {
-    headers.push(name, value);
-    headerNames.add(name.toLowerCase());
-  }
   let signing: Target['signing'];
   let pathname = url.pathname;
+  let signerHeaderNames: readonly string[] = [];
   if (config.hmac !== undefined) {
     const scheme = schemeOf(config.hmac);
     const schemeConfig = (config.hmac as Record<string, unknown>)[scheme.name] as never;
-    for (const name of scheme.headerNames) headerNames.add(name);
+    signerHeaderNames = [...scheme.headerNames];
     signing = { scheme, signer: scheme.createSigner(schemeConfig) };
     pathname = scheme.wirePath?.(schemeConfig, pathname) ?? pathname;
   }
+  const configHeaders = Object.entries(config.headers ?? {});
+  const headers = shared.get(`h${JSON.stringify(configHeaders)}`, () => Object.freeze(configHeaders.flat()));
+  const headerNames = shared.get(`n${JSON.stringify([configHeaders.map(([name]) => name.toLowerCase()), signerHeaderNames])}`, () => {
+    const names = new Set<string>(signerHeaderNames);
+    for (const [name] of configHeaders) names.add(name.toLowerCase());
+    return names as ReadonlySet<string>;
+  });
+  const literal = url.hostname.replace(/^\[|\]$/g, '');
+  const tlsId = config.tls === undefined ? undefined : hash('sha256', JSON.stringify([config.tls.ca, config.tls.cert, config.tls.key, config.tls.rejectUnauthorized]), 'base64');
   return {
-    origin: url.origin,
-    host: url.host,
-    literalAddress: isIP(url.hostname.replace(/^\[|\]$/g, '')) === 0 ? undefined : url.hostname.replace(/^\[|\]$/g, ''),
+    origin: shared.string(url.origin),
+    host: shared.string(url.host),
+    literalAddress: isIP(literal) === 0 ? undefined : shared.string(literal),
     path: pathname + url.search,
     pathHasQuery: url.search !== '',
-    method: config.method,
+    method: config.method === undefined ? undefined : shared.string(config.method),
     headers,
     headerNames,
     droppedPrefix: signing?.scheme.configOnlyHeaderPrefix,
     allowQuery: config.allowQuery === true,
     timeoutMs: config.timeoutMs,
-    tls: config.tls,
-    tlsId:
-      config.tls === undefined
-        ? undefined
-        : createHash('sha256')
-            .update(JSON.stringify([config.tls.ca, config.tls.cert, config.tls.key, config.tls.rejectUnauthorized]))
-            .digest('base64'),
+    tls: tlsId === undefined ? undefined : shared.get(`t${tlsId}`, () => config.tls),
+    tlsId,
     signing,
   };
 }

@@ -20,6 +20,7 @@ import type { KeyRing, Sealer } from '../secrets.js';
 import type { CapabilityRecord, Store } from '../store/store.js';
 import { capabilityUri, generateToken, hashToken, hashTokenBase64, parseCapabilityUri } from '../token.js';
 import { CapabilityCache } from './capability-cache.js';
+import { Interner } from '../interner.js';
 import type { MembraneView, QueryResult, RootCapabilities, UriExportConfig } from '../wire.js';
 import { isReExport, parseExportConfig } from './export-config.js';
 
@@ -158,6 +159,8 @@ export class MembraneService {
   readonly #key: Sealer;
   readonly #authority: string;
   readonly #cache: CapabilityCache<ExportedCapability>;
+  /** Membrane names, shared among the cached capabilities exported through them. */
+  readonly #names = new Interner(10_000);
   readonly #targetPolicy: TargetPolicy;
   readonly #auditId: (tokenHash: Buffer) => string;
 
@@ -224,7 +227,7 @@ export class MembraneService {
     if (record === undefined || !isAlive(record)) throw new UnauthorizedError();
     const self = record.chain[0]!;
     const audit: CapabilityAudit = { capability: this.#auditId(hash), tenant: record.tenantId };
-    if (self.membraneName !== null) audit.membrane = self.membraneName;
+    if (self.membraneName !== null) audit.membrane = this.#names.string(self.membraneName);
     switch (record.kind) {
       case 'create':
       case 'query':
