@@ -21,6 +21,8 @@ export interface LoadSpec {
   durationSeconds: number;
   /** Requests per second to hold; omitted: as fast as possible. */
   rate?: number;
+  /** At a fixed rate: seconds run on the schedule before recording starts (default 1). */
+  warmupSeconds?: number;
   /** Per request, one of these Authorization header values at random (for many capabilities). */
   authorizations?: readonly string[];
 }

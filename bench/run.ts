@@ -7,9 +7,14 @@
  * AWS4-HMAC-SHA256 signed one (1 KiB POST), a CAP1-HMAC-SHA512 signed one
  * (1 KiB POST) and one re-exported three times. Saturation runs are
  * interleaved round by round (A B C … A B C …) so that drift in the
- * machine hits all alike; each figure is the median of the rounds. Then a
- * fixed-rate run at half of membrane-plain's saturation measures latency
- * added over direct. Prints a table and writes bench/results/run-*.json.
+ * machine hits all alike; each figure is the median of the rounds. Each
+ * saturation run also charges the CPU time of its subject's own process to
+ * the requests it answered (µs per request): on a small machine the load
+ * generator, the target and the subject share the cores, and CPU per
+ * request is the cost that does not depend on how they share them. Then
+ * each subject runs at a fixed rate of half its saturation, right after
+ * direct at the same rate, for the latency it adds over direct. Prints a
+ * table and writes bench/results/run-*.json.
  *
  * Options: --rounds N (3), --duration S (5), --connections C (50),
  * --tool wrk|autocannon (wrk when installed).
@@ -19,7 +24,7 @@ import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { haveWrk, load, type LoadResult, type LoadSpec } from './load.js';
-import { bearer, control, haveNginx, REPO, startFloor, startMembrane, startNginx, startTarget } from './subjects.js';
+import { bearer, control, cpuMicros, haveNginx, REPO, startFloor, startMembrane, startNginx, startTarget } from './subjects.js';
 
 const { values } = parseArgs({
   options: {
@@ -39,6 +44,8 @@ const POST_BODY = JSON.stringify({ d: KIB });
 
 interface Subject {
   name: string;
+  /** The process whose CPU time is charged to this subject: the proxy, or for direct the target. */
+  pid: number;
   spec: Omit<LoadSpec, 'connections' | 'durationSeconds' | 'rate'>;
 }
 
@@ -71,23 +78,25 @@ async function main(): Promise<void> {
   const get = { method: 'GET', headers: {} };
   const post = { method: 'POST', headers: { 'content-type': 'application/json' }, body: POST_BODY };
   const subjects: Subject[] = [
-    { name: 'direct', spec: { url: target.url, ...get } },
-    { name: 'floor', spec: { url: floor.url, ...get } },
-    ...(nginx === undefined ? [] : [{ name: 'nginx', spec: { url: nginx.url, ...get } }]),
-    { name: 'membrane-plain', spec: { url: membrane.url, ...get, headers: { authorization: bearer(plain) } } },
-    { name: 'membrane-aws4', spec: { url: membrane.url, ...post, headers: { ...post.headers, authorization: bearer(aws4) } } },
-    { name: 'membrane-cap1', spec: { url: membrane.url, ...post, headers: { ...post.headers, authorization: bearer(cap1) } } },
-    { name: 'membrane-delegated', spec: { url: membrane.url, ...get, headers: { authorization: bearer(delegated) } } },
+    { name: 'direct', pid: target.child.pid!, spec: { url: target.url, ...get } },
+    { name: 'floor', pid: floor.child.pid!, spec: { url: floor.url, ...get } },
+    ...(nginx === undefined ? [] : [{ name: 'nginx', pid: nginx.child.pid!, spec: { url: nginx.url, ...get } }]),
+    { name: 'membrane-plain', pid: membrane.child.pid!, spec: { url: membrane.url, ...get, headers: { authorization: bearer(plain) } } },
+    { name: 'membrane-aws4', pid: membrane.child.pid!, spec: { url: membrane.url, ...post, headers: { ...post.headers, authorization: bearer(aws4) } } },
+    { name: 'membrane-cap1', pid: membrane.child.pid!, spec: { url: membrane.url, ...post, headers: { ...post.headers, authorization: bearer(cap1) } } },
+    { name: 'membrane-delegated', pid: membrane.child.pid!, spec: { url: membrane.url, ...get, headers: { authorization: bearer(delegated) } } },
   ];
 
   console.log(`${TOOL}, ${ROUNDS} interleaved rounds of ${DURATION} s at ${CONNECTIONS} connections${nginx === undefined ? '; nginx not installed, its row is skipped' : ''}`);
   for (const subject of subjects) await load({ ...subject.spec, connections: CONNECTIONS, durationSeconds: 1 }, TOOL); // warm-up
-  const runs = new Map<string, LoadResult[]>(subjects.map((subject) => [subject.name, []]));
+  const runs = new Map<string, (LoadResult & { cpuMicrosPerRequest: number })[]>(subjects.map((subject) => [subject.name, []]));
   for (let round = 1; round <= ROUNDS; round++) {
     for (const subject of subjects) {
-      const result = await load({ ...subject.spec, connections: CONNECTIONS, durationSeconds: DURATION }, TOOL);
+      const cpuBefore = cpuMicros(subject.pid);
+      const loaded = await load({ ...subject.spec, connections: CONNECTIONS, durationSeconds: DURATION }, TOOL);
+      const result = { ...loaded, cpuMicrosPerRequest: (cpuMicros(subject.pid) - cpuBefore) / loaded.requests };
       runs.get(subject.name)!.push(result);
-      process.stdout.write(`  round ${round}: ${subject.name.padEnd(20)} ${Math.round(result.requestsPerSecond)} req/s${result.failures > 0 ? ` (${result.failures} failures)` : ''}\n`);
+      process.stdout.write(`  round ${round}: ${subject.name.padEnd(20)} ${Math.round(result.requestsPerSecond)} req/s, ${result.cpuMicrosPerRequest.toFixed(0)} µs CPU/req${result.failures > 0 ? ` (${result.failures} failures)` : ''}\n`);
     }
   }
   const saturation = new Map(
@@ -98,16 +107,24 @@ async function main(): Promise<void> {
         p50: median(results.map((r) => r.p50)),
         p99: median(results.map((r) => r.p99)),
         p999: median(results.map((r) => r.p999)),
+        cpuMicrosPerRequest: median(results.map((r) => r.cpuMicrosPerRequest)),
         failures: results.reduce((sum, r) => sum + r.failures, 0),
       },
     ]),
   );
 
-  // Latency at a fixed rate: half of membrane-plain's saturation, for every subject.
-  const rate = Math.floor(saturation.get('membrane-plain')!.requestsPerSecond / 2);
-  const halfLoad = new Map<string, LoadResult>();
+  // Latency at a fixed rate: each subject at half of its own saturation, and
+  // direct at that same rate right before it, so that the difference is what
+  // the subject adds at that load.
+  const halfLoad = new Map<string, { rate: number; subject: LoadResult; direct: LoadResult }>();
   for (const subject of subjects) {
-    halfLoad.set(subject.name, await load({ ...subject.spec, connections: CONNECTIONS, durationSeconds: DURATION, rate }, TOOL));
+    if (subject.name === 'direct') continue;
+    const rate = Math.floor(saturation.get(subject.name)!.requestsPerSecond / 2);
+    const fixed = { connections: CONNECTIONS, durationSeconds: DURATION, rate };
+    const direct = await load({ ...subjects[0]!.spec, ...fixed }, TOOL);
+    const result = await load({ ...subject.spec, ...fixed }, TOOL);
+    halfLoad.set(subject.name, { rate, subject: result, direct });
+    process.stdout.write(`  ${rate} req/s: ${subject.name.padEnd(20)} p99 ${result.p99.toFixed(2)} ms, direct p99 ${direct.p99.toFixed(2)} ms\n`);
   }
 
   const direct = saturation.get('direct')!;
@@ -116,39 +133,56 @@ async function main(): Promise<void> {
   const ratio = (value: number, base: number | undefined): string => (base === undefined ? '—' : `${(value / base).toFixed(2)}×`);
   const rows = subjects.map((subject) => {
     const s = saturation.get(subject.name)!;
-    const h = halfLoad.get(subject.name)!;
-    const d = halfLoad.get('direct')!;
+    const half = halfLoad.get(subject.name);
     return {
       subject: subject.name,
       requestsPerSecond: Math.round(s.requestsPerSecond),
       p50: s.p50,
       p99: s.p99,
       p999: s.p999,
+      cpuMicrosPerRequest: s.cpuMicrosPerRequest,
       vsDirect: s.requestsPerSecond / direct.requestsPerSecond,
       vsFloor: s.requestsPerSecond / floorRate,
       vsNginx: nginxRate === undefined ? null : s.requestsPerSecond / nginxRate,
       failures: s.failures,
-      halfLoad: { rate, p50: h.p50, p99: h.p99, p999: h.p999, addedP50: h.p50 - d.p50, addedP99: h.p99 - d.p99, failures: h.failures },
+      halfLoad:
+        half === undefined
+          ? null
+          : {
+              rate: half.rate,
+              p50: half.subject.p50,
+              p99: half.subject.p99,
+              p999: half.subject.p999,
+              direct: { p50: half.direct.p50, p99: half.direct.p99, p999: half.direct.p999 },
+              addedP50: half.subject.p50 - half.direct.p50,
+              addedP99: half.subject.p99 - half.direct.p99,
+              failures: half.subject.failures + half.direct.failures,
+            },
     };
   });
 
   const ms = (value: number): string => value.toFixed(2).padStart(7);
-  console.log(`\nsaturation (median of ${ROUNDS}; latency in ms)`);
-  console.log(`${'subject'.padEnd(20)} ${'req/s'.padStart(8)} ${'p50'.padStart(7)} ${'p99'.padStart(7)} ${'p99.9'.padStart(7)}  ${'÷direct'.padStart(7)} ${'÷floor'.padStart(7)} ${'÷nginx'.padStart(7)}`);
+  console.log(`\nsaturation (median of ${ROUNDS}; latency in ms; CPU µs = CPU time of the subject's own process per request)`);
+  console.log(`${'subject'.padEnd(20)} ${'req/s'.padStart(8)} ${'p50'.padStart(7)} ${'p99'.padStart(7)} ${'p99.9'.padStart(7)} ${'CPU µs'.padStart(7)}  ${'÷direct'.padStart(7)} ${'÷floor'.padStart(7)} ${'÷nginx'.padStart(7)}`);
   for (const row of rows) {
     console.log(
-      `${row.subject.padEnd(20)} ${String(row.requestsPerSecond).padStart(8)} ${ms(row.p50)} ${ms(row.p99)} ${ms(row.p999)}  ${ratio(row.requestsPerSecond, direct.requestsPerSecond).padStart(7)} ${ratio(row.requestsPerSecond, floorRate).padStart(7)} ${ratio(row.requestsPerSecond, nginxRate).padStart(7)}${row.failures > 0 ? `  ${row.failures} failures` : ''}`,
+      `${row.subject.padEnd(20)} ${String(row.requestsPerSecond).padStart(8)} ${ms(row.p50)} ${ms(row.p99)} ${ms(row.p999)} ${row.cpuMicrosPerRequest.toFixed(0).padStart(7)}  ${ratio(row.requestsPerSecond, direct.requestsPerSecond).padStart(7)} ${ratio(row.requestsPerSecond, floorRate).padStart(7)} ${ratio(row.requestsPerSecond, nginxRate).padStart(7)}${row.failures > 0 ? `  ${row.failures} failures` : ''}`,
     );
   }
-  console.log(`\nfixed rate ${rate} req/s (half of membrane-plain's saturation); latency in ms, added = over direct`);
-  console.log(`${'subject'.padEnd(20)} ${'p50'.padStart(7)} ${'p99'.padStart(7)} ${'p99.9'.padStart(7)}  ${'+p50'.padStart(7)} ${'+p99'.padStart(7)}`);
+  console.log(`\nfixed rate: each subject at half of its saturation, direct at the same rate just before; latency in ms, added = over direct`);
+  console.log(
+    `${'subject'.padEnd(20)} ${'req/s'.padStart(8)} ${'p50'.padStart(7)} ${'p99'.padStart(7)} ${'p99.9'.padStart(7)}  ${'direct p50'.padStart(10)} ${'p99'.padStart(7)}  ${'+p50'.padStart(7)} ${'+p99'.padStart(7)}`,
+  );
   for (const row of rows) {
     const h = row.halfLoad;
-    console.log(`${row.subject.padEnd(20)} ${ms(h.p50)} ${ms(h.p99)} ${ms(h.p999)}  ${ms(h.addedP50)} ${ms(h.addedP99)}${h.failures > 0 ? `  ${h.failures} failures` : ''}`);
+    if (h === null) continue;
+    console.log(
+      `${row.subject.padEnd(20)} ${String(h.rate).padStart(8)} ${ms(h.p50)} ${ms(h.p99)} ${ms(h.p999)}  ${ms(h.direct.p50).padStart(10)} ${ms(h.direct.p99)}  ${ms(h.addedP50)} ${ms(h.addedP99)}${h.failures > 0 ? `  ${h.failures} failures` : ''}`,
+    );
   }
   const plainRow = rows.find((row) => row.subject === 'membrane-plain')!;
   const of = (name: string): number => rows.find((row) => row.subject === name)!.requestsPerSecond / plainRow.requestsPerSecond;
-  console.log(`\ntargets: membrane-plain ÷ floor ${plainRow.vsFloor.toFixed(2)} (≥ 0.8); aws4 ÷ plain ${of('membrane-aws4').toFixed(2)} (≥ 0.7); delegated ÷ plain ${of('membrane-delegated').toFixed(2)} (≥ 0.95); added p99 at half load ${plainRow.halfLoad.addedP99.toFixed(2)} ms (≤ 1)`);
+  console.log(`\ntargets: membrane-plain ÷ floor ${plainRow.vsFloor.toFixed(2)} (≥ 0.8); aws4 ÷ plain ${of('membrane-aws4').toFixed(2)} (≥ 0.7); delegated ÷ plain ${of('membrane-delegated').toFixed(2)} (≥ 0.95); added p99 at half load ${plainRow.halfLoad!.addedP99.toFixed(2)} ms (≤ 1)`);
 
   const out = join(REPO, 'bench', 'results');
   mkdirSync(out, { recursive: true });

@@ -25,7 +25,7 @@
  * bench/results/scale-*.json.
  * Options: --duration S (5), --max N (1000000), --rate R (1000).
  */
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -37,7 +37,7 @@ import { MembraneService, SEALED } from '../src/service/membrane-service.js';
 import type { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
 import { generateToken, hashToken } from '../src/token.js';
 import { haveWrk, load, type LoadResult } from './load.js';
-import { bearer, control, REPO, rss, startMembrane, startTarget, temporaryDirectory } from './subjects.js';
+import { bearer, control, cpuMicros, REPO, rss, startMembrane, startTarget, temporaryDirectory } from './subjects.js';
 
 const { values } = parseArgs({
   options: { duration: { type: 'string', default: '5' }, max: { type: 'string', default: '1000000' }, rate: { type: 'string', default: '1000' } },
@@ -86,12 +86,6 @@ function bulkExport(store: SqliteStore, membraneId: number, uri: (i: number) => 
   return { ids, tokens };
 }
 
-/** CPU time (user + system) a process has used, in microseconds (Linux). */
-function cpuMicros(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-  return (Number(fields[11]) + Number(fields[12])) * 10_000;
-}
-
 /** Invokes each capability once (to fill the cache), `concurrency` at a time; counts the statuses. */
 async function invokeEach(url: string, tokens: readonly string[], concurrency = 64): Promise<Record<number, number>> {
   const agent = new Agent({ connections: concurrency });
@@ -118,6 +112,7 @@ async function measured(url: string, pid: number, pool: readonly string[]): Prom
 }
 
 const ms = (value: number): string => value.toFixed(2).padStart(8);
+const mib = (bytes: number): string => (bytes / 1048576).toFixed(0);
 const pick = <T>(items: readonly T[], count: number): T[] => items.filter((_, i) => i % Math.max(1, Math.floor(items.length / count)) === 0).slice(0, count);
 
 async function main(): Promise<void> {
@@ -132,7 +127,8 @@ async function main(): Promise<void> {
   const bulk = await newMembrane(loader.service, tenant.tenantId, 'bulk');
   await loader.close();
   const sizes = [1_000, 100_000, 1_000_000].filter((size) => size <= MAX);
-  const lookup: { size: number; loadSeconds: number; cached: Awaited<ReturnType<typeof measured>>; uncached: Awaited<ReturnType<typeof measured>> }[] = [];
+  type Run = Awaited<ReturnType<typeof measured>> & { rssAtStartBytes: number };
+  const lookup: { size: number; loadSeconds: number; cached: Run; uncached: Run }[] = [];
   const all: string[] = [];
   for (const size of sizes) {
     const started = performance.now();
@@ -141,12 +137,13 @@ async function main(): Promise<void> {
     await l.close();
     const loadSeconds = (performance.now() - started) / 1000;
     const sample = pick(all, SAMPLE);
-    const run = async (args: string[]): Promise<Awaited<ReturnType<typeof measured>>> => {
+    const run = async (args: string[]): Promise<Run> => {
       const server = await startMembrane({ dataDir, env, args: ['--audit', 'off', ...args] });
       try {
+        const rssAtStartBytes = rss(server.child.pid!);
         // Every capability of the sample once (so the cache holds them), and enough invocations to warm up the JIT.
         for (let done = 0; done < 20_000; done += sample.length) await invokeEach(server.url, sample);
-        return await measured(server.url, server.child.pid!, sample);
+        return { ...(await measured(server.url, server.child.pid!, sample)), rssAtStartBytes };
       } finally {
         server.child.kill('SIGKILL');
       }
@@ -156,7 +153,7 @@ async function main(): Promise<void> {
     lookup.push({ size, loadSeconds, cached, uncached });
     const failures = cached.failures + uncached.failures;
     console.log(
-      `${String(size).padStart(8)} capabilities (loaded in ${loadSeconds.toFixed(1)} s): cached p50 ${cached.p50.toFixed(2)} ms, ${cached.cpuMicrosPerRequest.toFixed(0)} µs CPU; uncached p50 ${uncached.p50.toFixed(2)} ms, ${uncached.cpuMicrosPerRequest.toFixed(0)} µs CPU${failures > 0 ? ` (${failures} failures)` : ''}`,
+      `${String(size).padStart(8)} capabilities (loaded in ${loadSeconds.toFixed(1)} s): cached p50 ${cached.p50.toFixed(2)} ms, ${cached.cpuMicrosPerRequest.toFixed(0)} µs CPU; uncached p50 ${uncached.p50.toFixed(2)} ms, ${uncached.cpuMicrosPerRequest.toFixed(0)} µs CPU; RSS at start ${mib(cached.rssAtStartBytes)} MiB${failures > 0 ? ` (${failures} failures)` : ''}`,
     );
   }
   results.lookup = lookup;
@@ -169,7 +166,7 @@ async function main(): Promise<void> {
   const rssFull = rss(big.child.pid!);
   big.child.kill('SIGKILL');
   results.rss = { capabilities: all.length, distinctInvoked: churn.length, statuses: churned, idleBytes: rssIdle, cacheFullBytes: rssFull };
-  console.log(`RSS at ${all.length} capabilities: ${(rssIdle / 1048576).toFixed(0)} MiB at start, ${(rssFull / 1048576).toFixed(0)} MiB after invoking ${churn.length} distinct ones (cache full)`);
+  console.log(`RSS at ${all.length} capabilities: ${mib(rssIdle)} MiB at start, ${mib(rssFull)} MiB after invoking ${churn.length} distinct ones (cache full)`);
 
   // 3. Revocation of a tree of 100 k descendants.
   const revocationDir = temporaryDirectory('membrane-scale-revoke-');
@@ -257,10 +254,10 @@ async function main(): Promise<void> {
   console.log(`exports over HTTP (durable, audit on): ${Math.round(exportLoad.requestsPerSecond)} capabilities/s, p99 ${exportLoad.p99.toFixed(2)} ms`);
 
   console.log(`\nlookup at ${RATE} req/s: latency in ms, server CPU per invocation in µs`);
-  console.log(`${'capabilities'.padStart(12)}  ${'cached p50'.padStart(10)} ${'p99'.padStart(8)} ${'CPU'.padStart(6)}  ${'uncached p50'.padStart(12)} ${'p99'.padStart(8)} ${'CPU'.padStart(6)}`);
+  console.log(`${'capabilities'.padStart(12)}  ${'cached p50'.padStart(10)} ${'p99'.padStart(8)} ${'CPU'.padStart(6)}  ${'uncached p50'.padStart(12)} ${'p99'.padStart(8)} ${'CPU'.padStart(6)}  ${'RSS at start'.padStart(12)}`);
   for (const row of lookup) {
     console.log(
-      `${String(row.size).padStart(12)}  ${ms(row.cached.p50).padStart(10)} ${ms(row.cached.p99)} ${row.cached.cpuMicrosPerRequest.toFixed(0).padStart(6)}  ${ms(row.uncached.p50).padStart(12)} ${ms(row.uncached.p99)} ${row.uncached.cpuMicrosPerRequest.toFixed(0).padStart(6)}`,
+      `${String(row.size).padStart(12)}  ${ms(row.cached.p50).padStart(10)} ${ms(row.cached.p99)} ${row.cached.cpuMicrosPerRequest.toFixed(0).padStart(6)}  ${ms(row.uncached.p50).padStart(12)} ${ms(row.uncached.p99)} ${row.uncached.cpuMicrosPerRequest.toFixed(0).padStart(6)}  ${`${mib(row.cached.rssAtStartBytes)} MiB`.padStart(12)}`,
     );
   }
   const first = lookup[0]!;
@@ -269,7 +266,7 @@ async function main(): Promise<void> {
   console.log(
     `change from ${first.size} to ${last.size} (target: within 10 %): cached p50 ${change(first.cached.p50, last.cached.p50)}, CPU ${change(first.cached.cpuMicrosPerRequest, last.cached.cpuMicrosPerRequest)}; uncached p50 ${change(first.uncached.p50, last.uncached.p50)}, CPU ${change(first.uncached.cpuMicrosPerRequest, last.uncached.cpuMicrosPerRequest)}`,
   );
-  console.log(`revocation of ${descendants.length} descendants effective at the 202, ${revocation.millisecondsTo202.toFixed(0)} ms (target: ≤ 1 s); RSS at ${all.length} capabilities ${(rssFull / 1048576).toFixed(0)} MiB (target: ≤ 150 MB)`);
+  console.log(`revocation of ${descendants.length} descendants effective at the 202, ${revocation.millisecondsTo202.toFixed(0)} ms (target: ≤ 1 s); RSS at ${all.length} capabilities ${mib(rssFull)} MiB = ${(rssFull / 1e6).toFixed(0)} MB (target: ≤ 150 MB)`);
 
   const out = join(REPO, 'bench', 'results');
   mkdirSync(out, { recursive: true });

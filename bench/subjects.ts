@@ -1,6 +1,6 @@
 /** The processes a benchmark runs against: the target, the floor proxy, nginx, Membrane. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -151,4 +151,27 @@ export const bearer = (capability: string): string => `Bearer ${capability.slice
 /** Resident memory of a process, bytes (Linux). */
 export function rss(pid: number): number {
   return Number(/^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024;
+}
+
+/** Fields of /proc/PID/stat after the command name (field 3 onwards). */
+function statFields(pid: number): string[] {
+  return readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+}
+
+/** CPU time (user + system) a process and its live children have used, in microseconds (Linux; nginx serves from its workers). */
+export function cpuMicros(pid: number): number {
+  const of = (id: number): number => {
+    const fields = statFields(id);
+    return (Number(fields[11]) + Number(fields[12])) * 10_000;
+  };
+  let total = of(pid);
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (Number(statFields(Number(entry))[1]) === pid) total += of(Number(entry));
+    } catch {
+      // The process ended while being read.
+    }
+  }
+  return total;
 }

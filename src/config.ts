@@ -74,7 +74,7 @@ export const SERVE_OPTIONS = {
   targetTimeoutMs: { flag: 'target-timeout-ms', env: 'MEMBRANE_TARGET_TIMEOUT_MS', kind: 'integer', schema: INTEGER(1, 2_147_483_647), default: 60_000, help: "upper bound of a target's idle timeout" },
   connectTimeoutMs: { flag: 'connect-timeout-ms', env: 'MEMBRANE_CONNECT_TIMEOUT_MS', kind: 'integer', schema: INTEGER(1, 2_147_483_647), default: 10_000, help: 'timeout for connecting to a target' },
   connectionsPerTarget: { flag: 'connections-per-target', env: 'MEMBRANE_CONNECTIONS_PER_TARGET', kind: 'integer', schema: INTEGER(1, 100_000), default: 256, help: 'most connections to one target at once (more requests queue)' },
-  cacheSize: { flag: 'cache-size', env: 'MEMBRANE_CACHE_SIZE', kind: 'integer', schema: INTEGER(1, 100_000_000), default: 100_000, help: 'resolved capabilities kept in memory' },
+  cacheSize: { flag: 'cache-size', env: 'MEMBRANE_CACHE_SIZE', kind: 'integer', schema: INTEGER(1, 100_000_000), default: 10_000, help: 'resolved capabilities kept in memory (about 0.8 KB each)' },
   controlBodyLimit: { flag: 'control-body-limit', env: 'MEMBRANE_CONTROL_BODY_LIMIT', kind: 'integer', schema: INTEGER(1024, 16_777_216), default: 65_536, help: 'largest control-plane request body, bytes' },
   signedBodyLimit: { flag: 'signed-body-limit', env: 'MEMBRANE_SIGNED_BODY_LIMIT', kind: 'integer', schema: INTEGER(0, 1_073_741_824), default: 6_291_456, help: 'largest request body a signature covers, bytes (it is buffered)' },
   maxHeaderSize: { flag: 'max-header-size', env: 'MEMBRANE_MAX_HEADER_SIZE', kind: 'integer', schema: INTEGER(1024, 1_048_576), default: 16_384, help: 'largest request head, bytes (431 beyond)' },

@@ -89,10 +89,32 @@ function nextId(): string {
 /** Characters outside C0 that readers may take as line breaks (JSON.stringify writes them raw). */
 const LINE_BREAKS = /[\u0085\u2028\u2029]/g;
 const escapeLineBreak = (char: string): string => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`;
+/** JSON text made safe for a line: the characters JSON.stringify leaves raw that readers may take as line breaks, escaped. */
+const oneLine = (json: string): string => json.replace(LINE_BREAKS, escapeLineBreak);
+
+/** The current time as ISO 8601, formatted once per millisecond (a busy server writes many lines in each). */
+let isoMillisecond = 0;
+let isoText = '';
+function isoNow(): string {
+  const now = Date.now();
+  if (now !== isoMillisecond) {
+    isoMillisecond = now;
+    isoText = new Date(now).toISOString();
+  }
+  return isoText;
+}
+
+/** What an invocation line says of the capability invoked: the same for each of its invocations. */
+export interface InvocationSubject {
+  audit: Pick<AuditFields, 'capability' | 'tenant' | 'membrane' | 'chain'>;
+  target: { host: string };
+}
 
 export class AuditTrail {
   readonly #sink: AuditSink;
   readonly #key: Buffer;
+  /** Per invocation subject, its fields serialized: from `"capability"` to the target's `"host"`. */
+  readonly #subjects = new WeakMap<InvocationSubject, string>();
   /** False when the sink is off: callers may skip building events. */
   readonly enabled: boolean;
 
@@ -141,6 +163,29 @@ export class AuditTrail {
     this.#sink.write(this.#line({ id: nextId(), action, started, fields }, 'event', fields));
   }
 
+  /**
+   * The buffered `capability.invoke` line of one invocation: the same line
+   * `event` would write for the subject's fields, the target (host and
+   * `method`), `status`, `bytesIn` and `bytesOut`. The subject's part is
+   * serialized once per subject object (the resolution cache keeps one per
+   * capability), the rest written out: this runs on every invocation.
+   */
+  invocation(subject: InvocationSubject, started: number, method: string, status: number, bytesIn: number, bytesOut: number): void {
+    if (!this.enabled) return;
+    let fields = this.#subjects.get(subject);
+    if (fields === undefined) {
+      const { capability, tenant, membrane, chain } = subject.audit;
+      const json = JSON.stringify({ capability, tenant, membrane, chain, target: { host: subject.target.host } });
+      // Without the closing `}}`, so that the target's method follows its host.
+      fields = oneLine(json.slice(1, -2));
+      this.#subjects.set(subject, fields);
+    }
+    this.#sink.write(
+      `{"time":"${isoNow()}","type":"audit","id":"${nextId()}","phase":"event","action":"capability.invoke",${fields},"method":${oneLine(JSON.stringify(method))}},` +
+        `"status":${status},"bytesIn":${bytesIn},"bytesOut":${bytesOut},"durationMs":${durationSince(started)}}`,
+    );
+  }
+
   close(): Promise<void> {
     return this.#sink.close();
   }
@@ -152,10 +197,14 @@ export class AuditTrail {
    */
   #line(entry: AuditEntry, phase: 'request' | 'response' | 'event', fields: AuditFields): string {
     const rest = JSON.stringify(fields);
-    const duration = phase === 'request' ? '' : `,"durationMs":${Math.round((performance.now() - entry.started) * 1000) / 1000}`;
-    const line = `{"time":"${new Date().toISOString()}","type":"audit","id":"${entry.id}","phase":"${phase}","action":"${entry.action}"${rest.length > 2 ? `,${rest.slice(1, -1)}` : ''}${duration}}`;
-    return line.replace(LINE_BREAKS, escapeLineBreak);
+    const duration = phase === 'request' ? '' : `,"durationMs":${durationSince(entry.started)}`;
+    return oneLine(`{"time":"${isoNow()}","type":"audit","id":"${entry.id}","phase":"${phase}","action":"${entry.action}"${rest.length > 2 ? `,${rest.slice(1, -1)}` : ''}${duration}}`);
   }
+}
+
+/** Milliseconds since `started` (a performance.now() reading), to the microsecond. */
+function durationSince(started: number): number {
+  return Math.round((performance.now() - started) * 1000) / 1000;
 }
 
 /** Opens the audit trail a sink spec names: `off`, `stdout`, `file` (DATA_DIR/audit.log) or `file:PATH`. */

@@ -180,21 +180,9 @@ async function invoke(context: HandlerContext, state: { inFlight: number }, req:
       state.inFlight -= 1;
       context.metrics.inFlight.dec();
     }
-    const { target, audit } = capability;
+    const { target } = capability;
     context.metrics.invocation(status, target.signing?.scheme.name ?? 'none', (performance.now() - started) / 1000);
-    if (context.audit.enabled) {
-      // Spelled out, not spread: this runs on every invocation.
-      context.audit.event('capability.invoke', started, {
-        capability: audit.capability,
-        tenant: audit.tenant,
-        membrane: audit.membrane,
-        chain: audit.chain,
-        target: { host: target.host, method: target.method ?? req.method ?? 'GET' },
-        status,
-        bytesIn: outcome?.bytesIn ?? 0,
-        bytesOut: outcome?.bytesOut ?? 0,
-      });
-    }
+    context.audit.invocation(capability, started, target.method ?? req.method ?? 'GET', status, outcome?.bytesIn ?? 0, outcome?.bytesOut ?? 0);
   }
 }
 
