@@ -20,7 +20,15 @@ export class Metrics {
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
     registers: [this.registry],
   });
-  readonly inFlight = new Gauge({ name: 'membrane_invocations_in_flight', help: 'Invocations being forwarded now', registers: [this.registry] });
+  /** Reads the number of invocations in flight (see countInFlight). */
+  #inFlightNow: () => number = () => 0;
+  readonly inFlight: Gauge = new Gauge({
+    name: 'membrane_invocations_in_flight',
+    help: 'Invocations being forwarded now',
+    registers: [this.registry],
+    // Read when scraped rather than kept up to date on every invocation.
+    collect: (): void => this.inFlight.set(this.#inFlightNow()),
+  });
   readonly targetErrors = new Counter({
     name: 'membrane_target_errors_total',
     help: 'Invocations that failed toward the target, by reason',
@@ -48,22 +56,28 @@ export class Metrics {
   });
   readonly auditFailures = new Counter({ name: 'membrane_audit_failures_total', help: 'Audit lines that could not be written', registers: [this.registry] });
 
-  readonly #invocationChildren = new Map<string, { count: { inc(): void }; seconds: { observe(value: number): void } }>();
+  /** Per scheme, the label children: the histogram's, and the counter's by status class (index: status / 100). */
+  readonly #invocationChildren = new Map<string, { seconds: { observe(value: number): void }; counts: ({ inc(): void } | undefined)[] }>();
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'membrane_' });
   }
 
+  /** The in-flight gauge reports what `read` returns when scraped. */
+  countInFlight(read: () => number): void {
+    this.#inFlightNow = read;
+  }
+
   /** Counts an invocation; label children are cached, as this runs on every invocation. */
   invocation(status: number, scheme: string, seconds: number): void {
-    const statusLabel = statusClass(status);
-    const key = `${statusLabel} ${scheme}`;
-    let children = this.#invocationChildren.get(key);
+    let children = this.#invocationChildren.get(scheme);
     if (children === undefined) {
-      children = { count: this.invocations.labels(statusLabel, scheme), seconds: this.invocationSeconds.labels(scheme) };
-      this.#invocationChildren.set(key, children);
+      children = { seconds: this.invocationSeconds.labels(scheme), counts: [] };
+      this.#invocationChildren.set(scheme, children);
     }
-    children.count.inc();
+    // Index 0 for anything outside 100–599 (status class `none`).
+    const index = status >= 100 && status < 600 ? Math.floor(status / 100) : 0;
+    (children.counts[index] ??= this.invocations.labels(statusClass(status), scheme)).inc();
     children.seconds.observe(seconds);
   }
 }

@@ -42,6 +42,7 @@ const REVOKE_METHODS = ['GET', 'POST', 'DELETE'] as const;
 
 export function createRequestHandler(context: HandlerContext): (req: IncomingMessage, res: ServerResponse) => void {
   const state = { inFlight: 0 };
+  context.metrics.countInFlight(() => state.inFlight);
   return (req, res) => {
     void handle(context, state, req, res);
   };
@@ -72,10 +73,12 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
       throw new BadRequestError('the request target must be a path: Membrane is not a forward proxy');
     }
     const token = bearerToken(req);
-    const capability = await context.service.authenticate(token).catch((error: unknown) => {
-      if (error instanceof UnauthorizedError) context.audit.event('capability.denied', started, { capability: context.audit.idOfToken(token), status: 401 });
-      throw error;
-    });
+    const capability =
+      context.service.cached(token) ??
+      (await context.service.authenticate(token).catch((error: unknown) => {
+        if (error instanceof UnauthorizedError) context.audit.event('capability.denied', started, { capability: context.audit.idOfToken(token), status: 401 });
+        throw error;
+      }));
     kind = capability.kind;
     const { audit } = capability;
     if (capability.kind !== 'exported') unrecorded = { action: ACTION_OF[capability.kind], audit };
@@ -168,7 +171,6 @@ async function invoke(context: HandlerContext, state: { inFlight: number }, req:
   try {
     if (!admitted) throw new ServiceUnavailableError('too many invocations are in flight; try again shortly', { 'retry-after': '1' });
     state.inFlight += 1;
-    context.metrics.inFlight.inc();
     outcome = await context.proxy.forward(req, res, capability.target);
     status = outcome.status;
     return status;
@@ -178,7 +180,6 @@ async function invoke(context: HandlerContext, state: { inFlight: number }, req:
   } finally {
     if (admitted) {
       state.inFlight -= 1;
-      context.metrics.inFlight.dec();
     }
     const { target } = capability;
     context.metrics.invocation(status, target.signing?.scheme.name ?? 'none', (performance.now() - started) / 1000);

@@ -69,35 +69,49 @@ export class TargetProxy {
    * Sends `req` to `target` and streams the answer into `res`. Rejects with a
    * MembraneError only while nothing has been written to `res`.
    */
-  async forward(req: IncomingMessage, res: ServerResponse, target: Target): Promise<ForwardOutcome> {
-    // A literal address is connected to without a lookup, so it is checked here
-    // (once per prepared target: the policy does not change while serving).
-    if (target.literalAddress !== undefined) {
-      let reason = this.#literalRefusals.get(target);
-      if (reason === undefined) this.#literalRefusals.set(target, (reason = this.#options.targetPolicy.refusal(target.literalAddress) ?? ''));
-      if (reason !== '') {
-        this.#options.onTargetError?.('denied');
-        throw new BadGatewayError(`the target's address is ${reason}, which this server's target policy does not allow`);
-      }
+  forward(req: IncomingMessage, res: ServerResponse, target: Target): Promise<ForwardOutcome> {
+    // Not async: an unsigned invocation (the common case) goes out in this
+    // tick and settles with the exchange, without an extra promise around it.
+    try {
+      this.#checkLiteralAddress(target);
+      const method = target.method ?? req.method ?? 'GET';
+      const path = targetPath(target, req.url ?? '/');
+      const headers = requestHeadersToTarget(req.rawHeaders, target.headerNames, target.droppedPrefix);
+      headers.push(...target.headers);
+      if (target.signing !== undefined) return this.#forwardSigned(req, res, target, method, path, headers);
+      return this.#send(req, res, target, method, path, headers, null);
+    } catch (error) {
+      return Promise.reject(error as Error);
     }
-    const method = target.method ?? req.method ?? 'GET';
-    const path = targetPath(target, req.url ?? '/');
-    let headers = requestHeadersToTarget(req.rawHeaders, target.headerNames, target.droppedPrefix);
-    headers.push(...target.headers);
+  }
 
-    let body: Buffer | PassThrough | null = null;
-    if (target.signing !== undefined) {
-      const { scheme, signer } = target.signing;
-      headers = mergeRepeatedHeaders(headers);
-      const buffered = scheme.coversBody ? await readBody(req, this.#options.signedBodyLimit) : null;
-      const signature = signer.sign({ method, host: target.host, ...splitPath(path), headers, body: buffered }, new Date());
-      headers.push('host', target.host, ...signature);
-      body = buffered === null || buffered.length === 0 ? null : buffered;
+  /** A literal address is connected to without a lookup, so it is checked here (once per prepared target: the policy does not change while serving). */
+  #checkLiteralAddress(target: Target): void {
+    if (target.literalAddress === undefined) return;
+    let reason = this.#literalRefusals.get(target);
+    if (reason === undefined) this.#literalRefusals.set(target, (reason = this.#options.targetPolicy.refusal(target.literalAddress) ?? ''));
+    if (reason !== '') {
+      this.#options.onTargetError?.('denied');
+      throw new BadGatewayError(`the target's address is ${reason}, which this server's target policy does not allow`);
     }
-    const counted = { bytesIn: Buffer.isBuffer(body) ? body.length : 0 };
+  }
+
+  /** Buffers the body if the signature covers it, signs the request, sends it. */
+  async #forwardSigned(req: IncomingMessage, res: ServerResponse, target: Target, method: string, path: string, unsigned: string[]): Promise<ForwardOutcome> {
+    const { scheme, signer } = target.signing!;
+    const headers = mergeRepeatedHeaders(unsigned);
+    const buffered = scheme.coversBody ? await readBody(req, this.#options.signedBodyLimit) : null;
+    const signature = signer.sign({ method, host: target.host, ...splitPath(path), headers, body: buffered }, new Date());
+    headers.push('host', target.host, ...signature);
+    return this.#send(req, res, target, method, path, headers, buffered === null || buffered.length === 0 ? null : buffered);
+  }
+
+  /** Dispatches the request to the target; the exchange relays the answer. `buffered`: the body as signed, or null to relay the requester's body, if any. */
+  #send(req: IncomingMessage, res: ServerResponse, target: Target, method: string, path: string, headers: string[], buffered: Buffer | null): Promise<ForwardOutcome> {
+    const counted = { bytesIn: buffered === null ? 0 : buffered.length };
     // Unread body bytes may already sit in the request's buffer (small bodies
     // arrive with the head), so the test is "not yet consumed", not "not yet received".
-    if (body === null && requestHasBody(req) && !req.readableEnded) body = relay(req, counted);
+    const body = buffered ?? (requestHasBody(req) && !req.readableEnded ? relay(req, counted) : null);
     const timeout = Math.min(target.timeoutMs ?? this.#options.targetTimeoutMs, this.#options.targetTimeoutMs);
     return new Promise<ForwardOutcome>((resolve, reject) => {
       const exchange = new Exchange(req, res, {

@@ -215,6 +215,11 @@ export class MembraneService {
     };
   }
 
+  /** The capability a token designates if it is in the resolution cache (live: revocation evicts), without a store read. */
+  cached(token: string): Capability | undefined {
+    return this.#cache.get(hashTokenBase64(token));
+  }
+
   /** Resolves a well-formed token to a live capability; UnauthorizedError otherwise. */
   async authenticate(token: string): Promise<Capability> {
     const cacheKey = hashTokenBase64(token);
