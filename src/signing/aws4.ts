@@ -17,7 +17,7 @@
  * `x-amz-content-sha256` carries the body's hash; for every other service
  * the path is normalized and encoded twice.
  */
-import { createHash, createHmac } from 'node:crypto';
+import { createHmac, hash } from 'node:crypto';
 import { BadRequestError } from '../errors.js';
 import type { OutgoingRequest, SignatureScheme, Signer } from './signer.js';
 
@@ -105,6 +105,8 @@ export interface Aws4Input {
   region: string;
   service: string;
   signingKey: Buffer;
+  /** canonicalPath(path, service), when the caller has it already. */
+  canonicalPath?: string;
 }
 
 export interface Aws4Signature {
@@ -118,7 +120,7 @@ export function signAws4(input: Aws4Input): Aws4Signature {
   const { canonical, signed } = canonicalHeaders(input.headers);
   const canonicalRequest = [
     input.method,
-    canonicalPath(input.path, input.service),
+    input.canonicalPath ?? canonicalPath(input.path, input.service),
     canonicalQuery(input.query),
     canonical,
     signed,
@@ -136,12 +138,21 @@ export function signAws4(input: Aws4Input): Aws4Signature {
 }
 
 export function sha256Hex(data: string | Buffer): string {
-  return createHash('sha256').update(data).digest('hex');
+  return hash('sha256', data, 'hex');
 }
+
+// The last second formatted: a busy signer signs many requests in each.
+let lastSecond = NaN;
+let lastAmzDate = '';
 
 /** `YYYYMMDDTHHMMSSZ` for a date. */
 export function amzDate(date: Date): string {
-  return date.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '');
+  const second = Math.floor(date.getTime() / 1000);
+  if (second !== lastSecond) {
+    lastSecond = second;
+    lastAmzDate = date.toISOString().replace(/[-:]/g, '').replace(/\.\d{3}/, '');
+  }
+  return lastAmzDate;
 }
 
 /** Query parameters that would make AWS read the request as a presigned URL. */
@@ -225,6 +236,9 @@ export const aws4: SignatureScheme<Aws4HmacSha256Config> = {
     let keyDate = '';
     let key: Buffer = Buffer.alloc(0);
     const s3 = config.service === 's3';
+    // A capability sends to one path (only its query may vary): canonicalized once.
+    let lastPath: string | undefined;
+    let lastCanonicalPath = '';
     return {
       sign(request: OutgoingRequest, now: Date): string[] {
         const problem = queryProblem(request.query);
@@ -244,9 +258,14 @@ export const aws4: SignatureScheme<Aws4HmacSha256Config> = {
           if (SIGNED_HEADER.test(headers[i]!)) signed.push([headers[i]!, headers[i + 1]!]);
         }
         for (let i = 0; i < added.length; i += 2) signed.push([added[i]!, added[i + 1]!]);
+        if (request.path !== lastPath) {
+          lastPath = request.path;
+          lastCanonicalPath = canonicalPath(request.path, config.service);
+        }
         const { authorization } = signAws4({
           method: request.method,
           path: request.path,
+          canonicalPath: lastCanonicalPath,
           query: request.query,
           headers: signed,
           payloadHash,

@@ -10,7 +10,7 @@
  * the HTTP client may rewrite or drop), but not the body, so bodies keep
  * streaming.
  */
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, hash, timingSafeEqual } from 'node:crypto';
 import { posix } from 'node:path';
 import { BadRequestError } from '../errors.js';
 import type { OutgoingRequest, SignatureScheme, Signer } from './signer.js';
@@ -65,9 +65,18 @@ export function trimall(value: HeaderValue): string {
     .trim();
 }
 
+// The last second formatted: a busy signer signs many requests in each.
+let lastSecond = NaN;
+let lastIsoBasic = '';
+
 /** `YYYYMMDDTHHMMSSZ` of a Date, whole seconds. */
 function isoBasic(date: Date): string {
-  return date.toISOString().replace(/\.\d{3}Z$/, 'Z').replace(/[-:]/g, '');
+  const second = Math.floor(date.getTime() / 1000);
+  if (second !== lastSecond) {
+    lastSecond = second;
+    lastIsoBasic = date.toISOString().replace(/\.\d{3}Z$/, 'Z').replace(/[-:]/g, '');
+  }
+  return lastIsoBasic;
 }
 
 export function canonicalUri(path: string): string {
@@ -143,7 +152,7 @@ export function cap1Sign(input: Cap1SignInput, now: Date = new Date(), signingKe
   ].join('\n');
 
   const scope = `${dateStamp}/${host.toLowerCase()}/cap1_request`;
-  const stringToSign = [CAP1_ALGORITHM, isoDateBasic, scope, b64url(createHash('sha512').update(canonicalRequest).digest())].join('\n');
+  const stringToSign = [CAP1_ALGORITHM, isoDateBasic, scope, hash('sha512', canonicalRequest, 'base64url')].join('\n');
   const key = signingKey ?? deriveCap1SigningKey(input.key, dateStamp, host);
   const signature = b64url(createHmac('sha512', key).update(stringToSign).digest());
   const credential = `${input.keyId}/${scope}`;
