@@ -38,6 +38,20 @@ export interface LoadResult {
   requests: number;
 }
 
+export const median = (values: readonly number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
+
+/** Several runs as one: the median of each figure, failures and requests summed. */
+export function medianResult(results: readonly LoadResult[]): LoadResult {
+  return {
+    requestsPerSecond: median(results.map((r) => r.requestsPerSecond)),
+    p50: median(results.map((r) => r.p50)),
+    p99: median(results.map((r) => r.p99)),
+    p999: median(results.map((r) => r.p999)),
+    failures: results.reduce((sum, r) => sum + r.failures, 0),
+    requests: results.reduce((sum, r) => sum + r.requests, 0),
+  };
+}
+
 export function haveWrk(): boolean {
   return spawnSync('wrk', ['--version']).error === undefined;
 }

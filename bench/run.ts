@@ -14,7 +14,8 @@
  * request is the cost that does not depend on how they share them. Then
  * each subject runs at a fixed rate of half its saturation (at most half of
  * membrane-plain's), right after direct at the same rate, for the latency
- * it adds over direct. Prints a table and writes bench/results/run-*.json.
+ * it adds over direct; these runs are interleaved in rounds too, and
+ * reported as medians. Prints a table and writes bench/results/run-*.json.
  *
  * Options: --rounds N (3), --duration S (5), --connections C (50),
  * --tool wrk|autocannon (wrk when installed).
@@ -23,7 +24,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { haveWrk, load, type LoadResult, type LoadSpec } from './load.js';
+import { haveWrk, load, median, medianResult, type LoadResult, type LoadSpec } from './load.js';
 import { bearer, control, cpuMicros, haveNginx, REPO, startFloor, startMembrane, startNginx, startTarget } from './subjects.js';
 
 const { values } = parseArgs({
@@ -49,7 +50,6 @@ interface Subject {
   spec: Omit<LoadSpec, 'connections' | 'durationSeconds' | 'rate'>;
 }
 
-const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
 
 async function main(): Promise<void> {
   const target = await startTarget();
@@ -102,14 +102,7 @@ async function main(): Promise<void> {
   const saturation = new Map(
     [...runs].map(([name, results]) => [
       name,
-      {
-        requestsPerSecond: median(results.map((r) => r.requestsPerSecond)),
-        p50: median(results.map((r) => r.p50)),
-        p99: median(results.map((r) => r.p99)),
-        p999: median(results.map((r) => r.p999)),
-        cpuMicrosPerRequest: median(results.map((r) => r.cpuMicrosPerRequest)),
-        failures: results.reduce((sum, r) => sum + r.failures, 0),
-      },
+      { ...medianResult(results), cpuMicrosPerRequest: median(results.map((r) => r.cpuMicrosPerRequest)) },
     ]),
   );
 
@@ -117,18 +110,26 @@ async function main(): Promise<void> {
   // direct at that same rate right before it, so that the difference is what
   // the subject adds at that load. The rate is capped at half of
   // membrane-plain's saturation: the fixed-rate generator is a Node process
-  // sharing the machine, and much faster it would measure itself.
-  const halfLoad = new Map<string, { rate: number; subject: LoadResult; direct: LoadResult }>();
+  // sharing the machine, and much faster it would measure itself. A tail
+  // latency from one run is at the mercy of the scheduler on two cores:
+  // rounds, and the median of each percentile.
   const cap = Math.floor(saturation.get('membrane-plain')!.requestsPerSecond / 2);
-  for (const subject of subjects) {
-    if (subject.name === 'direct') continue;
-    const rate = Math.min(cap, Math.floor(saturation.get(subject.name)!.requestsPerSecond / 2));
-    const fixed = { connections: CONNECTIONS, durationSeconds: DURATION, rate };
-    const direct = await load({ ...subjects[0]!.spec, ...fixed }, TOOL);
-    const result = await load({ ...subject.spec, ...fixed }, TOOL);
-    halfLoad.set(subject.name, { rate, subject: result, direct });
-    process.stdout.write(`  ${rate} req/s: ${subject.name.padEnd(20)} p99 ${result.p99.toFixed(2)} ms, direct p99 ${direct.p99.toFixed(2)} ms\n`);
+  const fixedRuns = new Map<string, { rate: number; subject: LoadResult[]; direct: LoadResult[] }>();
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const subject of subjects) {
+      if (subject.name === 'direct') continue;
+      const rate = Math.min(cap, Math.floor(saturation.get(subject.name)!.requestsPerSecond / 2));
+      const fixed = { connections: CONNECTIONS, durationSeconds: DURATION, rate };
+      const direct = await load({ ...subjects[0]!.spec, ...fixed }, TOOL);
+      const result = await load({ ...subject.spec, ...fixed }, TOOL);
+      const runs = fixedRuns.get(subject.name) ?? { rate, subject: [], direct: [] };
+      runs.subject.push(result);
+      runs.direct.push(direct);
+      fixedRuns.set(subject.name, runs);
+      process.stdout.write(`  round ${round}: ${subject.name.padEnd(20)} at ${rate} req/s p99 ${result.p99.toFixed(2)} ms, direct p99 ${direct.p99.toFixed(2)} ms\n`);
+    }
   }
+  const halfLoad = new Map([...fixedRuns].map(([name, runs]) => [name, { rate: runs.rate, subject: medianResult(runs.subject), direct: medianResult(runs.direct) }]));
 
   const direct = saturation.get('direct')!;
   const floorRate = saturation.get('floor')!.requestsPerSecond;
@@ -172,7 +173,9 @@ async function main(): Promise<void> {
       `${row.subject.padEnd(20)} ${String(row.requestsPerSecond).padStart(8)} ${ms(row.p50)} ${ms(row.p99)} ${ms(row.p999)} ${row.cpuMicrosPerRequest.toFixed(0).padStart(7)}  ${ratio(row.requestsPerSecond, direct.requestsPerSecond).padStart(7)} ${ratio(row.requestsPerSecond, floorRate).padStart(7)} ${ratio(row.requestsPerSecond, nginxRate).padStart(7)}${row.failures > 0 ? `  ${row.failures} failures` : ''}`,
     );
   }
-  console.log(`\nfixed rate: each subject at half of its saturation (at most ${cap} req/s, half of membrane-plain's), direct at the same rate just before; latency in ms, added = over direct`);
+  console.log(
+    `\nfixed rate (median of ${ROUNDS}): each subject at half of its saturation (at most ${cap} req/s, half of membrane-plain's), direct at the same rate just before; latency in ms, added = over direct`,
+  );
   console.log(
     `${'subject'.padEnd(20)} ${'req/s'.padStart(8)} ${'p50'.padStart(7)} ${'p99'.padStart(7)} ${'p99.9'.padStart(7)}  ${'direct p50'.padStart(10)} ${'p99'.padStart(7)}  ${'+p50'.padStart(7)} ${'+p99'.padStart(7)}`,
   );

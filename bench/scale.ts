@@ -4,9 +4,10 @@
  * 1. Lookup: invocations of random capabilities with 1 k, 100 k and 1 M
  *    capabilities in the store, at a fixed rate: latency, and the server's
  *    CPU time per invocation (which, unlike throughput, a load generator
- *    cannot hide). Twice per size: with the resolution cache (the sample
- *    fits in it) and without (`--cache-size 1`: every invocation a store
- *    lookup).
+ *    cannot hide). One store per size, each served twice: with the
+ *    resolution cache (the sample fits in it) and without (`--cache-size
+ *    1`: every invocation a store lookup). All six servers run at once and
+ *    are measured in interleaved rounds; medians are reported.
  * 2. RSS at the largest store, once the resolution cache is full and
  *    churning (twice as many distinct capabilities invoked as it holds).
  * 3. Revocation of a membrane whose tree holds 100 k descendant
@@ -23,7 +24,7 @@
  * servers run with the audit trail off except for the export run, so that
  * the store is what is measured. Prints a table and writes
  * bench/results/scale-*.json.
- * Options: --duration S (5), --max N (1000000), --rate R (1000).
+ * Options: --duration S (5), --max N (1000000), --rate R (2000), --rounds N (3).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
@@ -36,13 +37,19 @@ import { MasterKey } from '../src/secrets.js';
 import { MembraneService, SEALED } from '../src/service/membrane-service.js';
 import type { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
 import { generateToken, hashToken } from '../src/token.js';
-import { haveWrk, load, type LoadResult } from './load.js';
+import { haveWrk, load, median, medianResult, type LoadResult } from './load.js';
 import { bearer, control, cpuMicros, REPO, rss, startMembrane, startTarget, temporaryDirectory } from './subjects.js';
 
 const { values } = parseArgs({
-  options: { duration: { type: 'string', default: '5' }, max: { type: 'string', default: '1000000' }, rate: { type: 'string', default: '1000' } },
+  options: {
+    duration: { type: 'string', default: '5' },
+    max: { type: 'string', default: '1000000' },
+    rate: { type: 'string', default: '2000' },
+    rounds: { type: 'string', default: '3' },
+  },
 });
 const DURATION = Number(values.duration);
+const ROUNDS = Number(values.rounds);
 const MAX = Number(values.max);
 const RATE = Number(values.rate);
 const TOOL = haveWrk() ? 'wrk' : 'autocannon';
@@ -117,46 +124,58 @@ const pick = <T>(items: readonly T[], count: number): T[] => items.filter((_, i)
 
 async function main(): Promise<void> {
   const target = await startTarget();
-  const dataDir = temporaryDirectory('membrane-scale-');
   const results: Record<string, unknown> = {};
   console.log(`fixed rate ${RATE} req/s for ${DURATION} s per run; resolution cache ${CACHE_SIZE} entries (the default)`);
 
-  // 1. Lookup at growing store sizes.
-  const loader = await openForLoading(dataDir);
-  const tenant = (await loader.service.createTenantWithId())!;
-  const bulk = await newMembrane(loader.service, tenant.tenantId, 'bulk');
-  await loader.close();
+  // 1. Lookup at growing store sizes: one store per size, a server with the
+  // cache and one without on each, all running; measured in interleaved
+  // rounds (so that drift in the machine hits all alike), medians reported.
   const sizes = [1_000, 100_000, 1_000_000].filter((size) => size <= MAX);
-  type Run = Awaited<ReturnType<typeof measured>> & { rssAtStartBytes: number };
-  const lookup: { size: number; loadSeconds: number; cached: Run; uncached: Run }[] = [];
-  const all: string[] = [];
+  type Server = Awaited<ReturnType<typeof startMembrane>>;
+  type Run = Awaited<ReturnType<typeof measured>>;
+  const stores: { size: number; dataDir: string; tokens: string[]; loadSeconds: number; sample: string[]; servers: { cached: Server; uncached: Server }; rssAtStartBytes: number }[] = [];
   for (const size of sizes) {
+    const dir = temporaryDirectory('membrane-scale-');
     const started = performance.now();
-    const l = await openForLoading(dataDir);
-    for (const token of bulkExport(l.store, bulk.membraneId, (i) => `${target.url}/c/${i}`, all.length, size - all.length).tokens) all.push(token);
+    const l = await openForLoading(dir);
+    const tenant = (await l.service.createTenantWithId())!;
+    const bulk = await newMembrane(l.service, tenant.tenantId, 'bulk');
+    const { tokens } = bulkExport(l.store, bulk.membraneId, (i) => `${target.url}/c/${i}`, 0, size);
     await l.close();
     const loadSeconds = (performance.now() - started) / 1000;
-    const sample = pick(all, SAMPLE);
-    const run = async (args: string[]): Promise<Run> => {
-      const server = await startMembrane({ dataDir, env, args: ['--audit', 'off', ...args] });
-      try {
-        const rssAtStartBytes = rss(server.child.pid!);
-        // Every capability of the sample once (so the cache holds them), and enough invocations to warm up the JIT.
-        for (let done = 0; done < 20_000; done += sample.length) await invokeEach(server.url, sample);
-        return { ...(await measured(server.url, server.child.pid!, sample)), rssAtStartBytes };
-      } finally {
-        server.child.kill('SIGKILL');
-      }
-    };
-    const cached = await run([]);
-    const uncached = await run(['--cache-size', '1']);
-    lookup.push({ size, loadSeconds, cached, uncached });
-    const failures = cached.failures + uncached.failures;
-    console.log(
-      `${String(size).padStart(8)} capabilities (loaded in ${loadSeconds.toFixed(1)} s): cached p50 ${cached.p50.toFixed(2)} ms, ${cached.cpuMicrosPerRequest.toFixed(0)} µs CPU; uncached p50 ${uncached.p50.toFixed(2)} ms, ${uncached.cpuMicrosPerRequest.toFixed(0)} µs CPU; RSS at start ${mib(cached.rssAtStartBytes)} MiB${failures > 0 ? ` (${failures} failures)` : ''}`,
-    );
+    const cached = await startMembrane({ dataDir: dir, env, args: ['--audit', 'off'] });
+    const rssAtStartBytes = rss(cached.child.pid!);
+    const uncached = await startMembrane({ dataDir: dir, env, args: ['--audit', 'off', '--cache-size', '1'] });
+    const sample = pick(tokens, SAMPLE);
+    // Every capability of the sample once (so the cache holds them), and enough invocations to warm up the JIT.
+    for (const server of [cached, uncached]) for (let done = 0; done < 20_000; done += sample.length) await invokeEach(server.url, sample);
+    stores.push({ size, dataDir: dir, tokens, loadSeconds, sample, servers: { cached, uncached }, rssAtStartBytes });
+    console.log(`${String(size).padStart(8)} capabilities loaded in ${loadSeconds.toFixed(1)} s; RSS of a server at start ${mib(rssAtStartBytes)} MiB`);
   }
+  const runs = new Map<string, Run[]>();
+  for (let round = 1; round <= ROUNDS; round++) {
+    for (const store of stores) {
+      for (const mode of ['cached', 'uncached'] as const) {
+        const server = store.servers[mode];
+        const result = await measured(server.url, server.child.pid!, store.sample);
+        const key = `${store.size} ${mode}`;
+        runs.set(key, [...(runs.get(key) ?? []), result]);
+        console.log(`  round ${round}: ${String(store.size).padStart(8)} ${mode.padEnd(8)} p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms, ${result.cpuMicrosPerRequest.toFixed(0)} µs CPU${result.failures > 0 ? ` (${result.failures} failures)` : ''}`);
+      }
+    }
+  }
+  const medianRun = (results: Run[]): Run => ({ ...medianResult(results), cpuMicrosPerRequest: median(results.map((r) => r.cpuMicrosPerRequest)) });
+  const lookup = stores.map((store) => ({
+    size: store.size,
+    loadSeconds: store.loadSeconds,
+    rssAtStartBytes: store.rssAtStartBytes,
+    cached: medianRun(runs.get(`${store.size} cached`)!),
+    uncached: medianRun(runs.get(`${store.size} uncached`)!),
+  }));
+  for (const store of stores) for (const server of Object.values(store.servers)) server.child.kill('SIGKILL');
   results.lookup = lookup;
+  const all = stores.at(-1)!.tokens;
+  const dataDir = stores.at(-1)!.dataDir;
 
   // 2. RSS at the largest store, the cache full and churning.
   const churn = pick(all, Math.min(all.length, 2 * CACHE_SIZE));
@@ -253,11 +272,11 @@ async function main(): Promise<void> {
   results.exports = exportLoad;
   console.log(`exports over HTTP (durable, audit on): ${Math.round(exportLoad.requestsPerSecond)} capabilities/s, p99 ${exportLoad.p99.toFixed(2)} ms`);
 
-  console.log(`\nlookup at ${RATE} req/s: latency in ms, server CPU per invocation in µs`);
+  console.log(`\nlookup at ${RATE} req/s (median of ${ROUNDS}): latency in ms, server CPU per invocation in µs`);
   console.log(`${'capabilities'.padStart(12)}  ${'cached p50'.padStart(10)} ${'p99'.padStart(8)} ${'CPU'.padStart(6)}  ${'uncached p50'.padStart(12)} ${'p99'.padStart(8)} ${'CPU'.padStart(6)}  ${'RSS at start'.padStart(12)}`);
   for (const row of lookup) {
     console.log(
-      `${String(row.size).padStart(12)}  ${ms(row.cached.p50).padStart(10)} ${ms(row.cached.p99)} ${row.cached.cpuMicrosPerRequest.toFixed(0).padStart(6)}  ${ms(row.uncached.p50).padStart(12)} ${ms(row.uncached.p99)} ${row.uncached.cpuMicrosPerRequest.toFixed(0).padStart(6)}  ${`${mib(row.cached.rssAtStartBytes)} MiB`.padStart(12)}`,
+      `${String(row.size).padStart(12)}  ${ms(row.cached.p50).padStart(10)} ${ms(row.cached.p99)} ${row.cached.cpuMicrosPerRequest.toFixed(0).padStart(6)}  ${ms(row.uncached.p50).padStart(12)} ${ms(row.uncached.p99)} ${row.uncached.cpuMicrosPerRequest.toFixed(0).padStart(6)}  ${`${mib(row.rssAtStartBytes)} MiB`.padStart(12)}`,
     );
   }
   const first = lookup[0]!;
