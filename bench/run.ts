@@ -7,7 +7,8 @@
  * AWS4-HMAC-SHA256 signed one (1 KiB POST), a CAP1-HMAC-SHA512 signed one
  * (1 KiB POST) and one re-exported three times. Saturation runs are
  * interleaved round by round (A B C … A B C …) so that drift in the
- * machine hits all alike; each figure is the median of the rounds. Each
+ * machine hits all alike, each after a second of unrecorded warm-up; each
+ * figure is the median of the rounds. Each
  * saturation run also charges the CPU time of its subject's own process to
  * the requests it answered (µs per request): on a small machine the load
  * generator, the target and the subject share the cores, and CPU per
@@ -88,10 +89,13 @@ async function main(): Promise<void> {
   ];
 
   console.log(`${TOOL}, ${ROUNDS} interleaved rounds of ${DURATION} s at ${CONNECTIONS} connections${nginx === undefined ? '; nginx not installed, its row is skipped' : ''}`);
-  for (const subject of subjects) await load({ ...subject.spec, connections: CONNECTIONS, durationSeconds: 1 }, TOOL); // warm-up
   const runs = new Map<string, (LoadResult & { cpuMicrosPerRequest: number })[]>(subjects.map((subject) => [subject.name, []]));
   for (let round = 1; round <= ROUNDS; round++) {
     for (const subject of subjects) {
+      // A second of load first, not recorded: a process that sat idle while
+      // the others were measured (its heap shrunk, its caches cold) would
+      // otherwise be charged for waking up.
+      await load({ ...subject.spec, connections: CONNECTIONS, durationSeconds: 1 }, TOOL);
       const cpuBefore = cpuMicros(subject.pid);
       const loaded = await load({ ...subject.spec, connections: CONNECTIONS, durationSeconds: DURATION }, TOOL);
       const result = { ...loaded, cpuMicrosPerRequest: (cpuMicros(subject.pid) - cpuBefore) / loaded.requests };
