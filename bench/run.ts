@@ -5,18 +5,20 @@
  * Subjects: direct (the target itself), floor (a bare Node pass-through
  * proxy), nginx (when installed), and Membrane with a plain capability, an
  * AWS4-HMAC-SHA256 signed one (1 KiB POST), a CAP1-HMAC-SHA512 signed one
- * (1 KiB POST) and one re-exported three times. Saturation runs are
- * interleaved round by round (A B C … A B C …) so that drift in the
- * machine hits all alike, each after a second of unrecorded warm-up; each
- * figure is the median of the rounds. Each
- * saturation run also charges the CPU time of its subject's own process to
- * the requests it answered (µs per request): on a small machine the load
- * generator, the target and the subject share the cores, and CPU per
- * request is the cost that does not depend on how they share them. Then
- * each subject runs at a fixed rate of half its saturation (at most half of
- * membrane-plain's), right after direct at the same rate, for the latency
- * it adds over direct; these runs are interleaved in rounds too, and
- * reported as medians. Prints a table and writes bench/results/run-*.json.
+ * (1 KiB POST) and one re-exported three times, each Membrane subject on a
+ * server of its own, run as `membrane serve` runs by default (audit trail
+ * to a file, metrics on). Saturation runs are interleaved round by round
+ * (A B C … A B C …) so that drift in the machine hits all alike, each
+ * after a second of unrecorded warm-up; each figure is the median of the
+ * rounds. Each saturation run also charges the CPU time of its subject's
+ * own process to the requests it answered (µs per request): on a small
+ * machine the load generator, the target and the subject share the cores,
+ * and CPU per request is the cost that does not depend on how they share
+ * them. Then each subject runs at a fixed rate of half its saturation (at
+ * most half of membrane-plain's), right after direct at the same rate, for
+ * the latency it adds over direct; these runs are interleaved in rounds
+ * too, and reported as medians. Prints a table and writes
+ * bench/results/run-*.json.
  *
  * Options: --rounds N (3), --duration S (5), --connections C (50),
  * --tool wrk|autocannon (wrk when installed).
@@ -51,30 +53,33 @@ interface Subject {
   spec: Omit<LoadSpec, 'connections' | 'durationSeconds' | 'rate'>;
 }
 
-
 async function main(): Promise<void> {
   const target = await startTarget();
   const floor = await startFloor(target.url);
   const nginx = haveNginx() ? await startNginx(target.url) : undefined;
-  const membrane = await startMembrane();
-
-  const m = await control(membrane.url, membrane.create, { id: 'bench' });
-  const exportCap = m.capabilities.export as string;
-  const plain = (await control(membrane.url, exportCap, { uri: `${target.url}/`, headers: { 'X-Injected': 'membrane' } })).capability as string;
-  const aws4 = (
-    await control(membrane.url, exportCap, {
-      uri: `${target.url}/2015-03-31/functions/bench/invocations`,
-      method: 'POST',
-      headers: { 'X-Amz-Invocation-Type': 'RequestResponse' },
-      hmac: { 'aws4-hmac-sha256': { awsAccessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY', region: 'us-east-1', service: 'lambda' } },
-    })
-  ).capability as string;
-  const cap1 = (await control(membrane.url, exportCap, { uri: `${target.url}/cap1`, method: 'POST', hmac: { 'cap1-hmac-sha512': { key: 'YmVuY2gta2V5', keyId: 'bench' } } })).capability as string;
-  let delegated = plain;
-  for (let i = 0; i < 3; i++) {
-    const next = await control(membrane.url, membrane.create, { id: `delegate-${i}` });
-    delegated = (await control(membrane.url, next.capabilities.export, { capability: delegated })).capability as string;
-  }
+  // One Membrane server per Membrane subject, as the floor and nginx each
+  // have their own process: a subject's row is not shaped by the heap the
+  // others left behind.
+  const serve = async (config: (targetUrl: string) => object, delegations = 0): Promise<{ url: string; pid: number; capability: string }> => {
+    const membrane = await startMembrane();
+    const m = await control(membrane.url, membrane.create, { id: 'bench' });
+    let capability = (await control(membrane.url, m.capabilities.export, config(target.url))).capability as string;
+    for (let i = 0; i < delegations; i++) {
+      const next = await control(membrane.url, membrane.create, { id: `delegate-${i}` });
+      capability = (await control(membrane.url, next.capabilities.export, { capability })).capability as string;
+    }
+    return { url: membrane.url, pid: membrane.child.pid!, capability };
+  };
+  const plainConfig = (url: string): object => ({ uri: `${url}/`, headers: { 'X-Injected': 'membrane' } });
+  const plain = await serve(plainConfig);
+  const aws4 = await serve((url) => ({
+    uri: `${url}/2015-03-31/functions/bench/invocations`,
+    method: 'POST',
+    headers: { 'X-Amz-Invocation-Type': 'RequestResponse' },
+    hmac: { 'aws4-hmac-sha256': { awsAccessKeyId: 'AKIDEXAMPLE', secretAccessKey: 'wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY', region: 'us-east-1', service: 'lambda' } },
+  }));
+  const cap1 = await serve((url) => ({ uri: `${url}/cap1`, method: 'POST', hmac: { 'cap1-hmac-sha512': { key: 'YmVuY2gta2V5', keyId: 'bench' } } }));
+  const delegated = await serve(plainConfig, 3);
 
   const get = { method: 'GET', headers: {} };
   const post = { method: 'POST', headers: { 'content-type': 'application/json' }, body: POST_BODY };
@@ -82,10 +87,10 @@ async function main(): Promise<void> {
     { name: 'direct', pid: target.child.pid!, spec: { url: target.url, ...get } },
     { name: 'floor', pid: floor.child.pid!, spec: { url: floor.url, ...get } },
     ...(nginx === undefined ? [] : [{ name: 'nginx', pid: nginx.child.pid!, spec: { url: nginx.url, ...get } }]),
-    { name: 'membrane-plain', pid: membrane.child.pid!, spec: { url: membrane.url, ...get, headers: { authorization: bearer(plain) } } },
-    { name: 'membrane-aws4', pid: membrane.child.pid!, spec: { url: membrane.url, ...post, headers: { ...post.headers, authorization: bearer(aws4) } } },
-    { name: 'membrane-cap1', pid: membrane.child.pid!, spec: { url: membrane.url, ...post, headers: { ...post.headers, authorization: bearer(cap1) } } },
-    { name: 'membrane-delegated', pid: membrane.child.pid!, spec: { url: membrane.url, ...get, headers: { authorization: bearer(delegated) } } },
+    { name: 'membrane-plain', pid: plain.pid, spec: { url: plain.url, ...get, headers: { authorization: bearer(plain.capability) } } },
+    { name: 'membrane-aws4', pid: aws4.pid, spec: { url: aws4.url, ...post, headers: { ...post.headers, authorization: bearer(aws4.capability) } } },
+    { name: 'membrane-cap1', pid: cap1.pid, spec: { url: cap1.url, ...post, headers: { ...post.headers, authorization: bearer(cap1.capability) } } },
+    { name: 'membrane-delegated', pid: delegated.pid, spec: { url: delegated.url, ...get, headers: { authorization: bearer(delegated.capability) } } },
   ];
 
   console.log(`${TOOL}, ${ROUNDS} interleaved rounds of ${DURATION} s at ${CONNECTIONS} connections${nginx === undefined ? '; nginx not installed, its row is skipped' : ''}`);
