@@ -56,7 +56,7 @@ export class Metrics {
   });
   readonly auditFailures = new Counter({ name: 'membrane_audit_failures_total', help: 'Audit lines that could not be written', registers: [this.registry] });
 
-  /** Per scheme, the label children: the histogram's, and the counter's by status class (index: status / 100). */
+  /** Per scheme, the label children: the histogram's, and the counter's by status class (index: classIndex). */
   readonly #invocationChildren = new Map<string, { seconds: { observe(value: number): void }; counts: ({ inc(): void } | undefined)[] }>();
 
   constructor() {
@@ -75,16 +75,25 @@ export class Metrics {
       children = { seconds: this.invocationSeconds.labels(scheme), counts: [] };
       this.#invocationChildren.set(scheme, children);
     }
-    // Index 0 for anything outside 100–599 (status class `none`).
-    const index = status >= 100 && status < 600 ? Math.floor(status / 100) : 0;
-    (children.counts[index] ??= this.invocations.labels(statusClass(status), scheme)).inc();
+    (children.counts[classIndex(status)] ??= this.invocations.labels(statusClass(status), scheme)).inc();
     children.seconds.observe(seconds);
+  }
+
+  /** Counts a control-plane request by its action and the status class of its answer. */
+  controlPlaneRequest(action: string, status: number): void {
+    this.controlPlane.inc({ action, status_class: statusClass(status) });
   }
 }
 
+/** The first digit of a status, or 0 when nothing was answered (outside 100–599). */
+function classIndex(status: number): number {
+  return status >= 100 && status < 600 ? Math.floor(status / 100) : 0;
+}
+
 /** `2xx`, `4xx`…, or `none` when nothing was answered. */
-export function statusClass(status: number): string {
-  return status >= 100 && status < 600 ? `${Math.floor(status / 100)}xx` : 'none';
+function statusClass(status: number): string {
+  const index = classIndex(status);
+  return index === 0 ? 'none' : `${index}xx`;
 }
 
 /** A Store that times every operation it passes on. */
@@ -95,8 +104,11 @@ export function instrumentStore(store: Store, metrics: Metrics): Store {
       if (typeof value !== 'function' || typeof property !== 'string') return value;
       return (...args: unknown[]) => {
         const end = metrics.storeSeconds.startTimer({ operation: property });
-        const result = (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
-        return result.finally(end);
+        const result = (value as (...a: unknown[]) => unknown).apply(target, args);
+        // Operations are asynchronous but for a few synchronous ones (sealedColumns): timed all the same.
+        if (result instanceof Promise) return result.finally(end);
+        end();
+        return result;
       };
     },
   });

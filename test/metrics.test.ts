@@ -38,6 +38,10 @@ test('invocations, target errors, revocations, control-plane actions and store t
   for (let i = 0; i < 3; i++) assert.equal(await membrane.control.statusOf(good), 200);
   assert.equal(await membrane.control.statusOf(signed), 200);
   assert.equal(await membrane.control.statusOf(refused), 502);
+  // Refused before its action (the wrong method), and refused by the action (the target policy).
+  assert.equal((await call(membrane.url, m.export, { method: 'GET' })).status, 405);
+  assert.equal((await call(membrane.url, m.export, { body: { uri: 'http://169.254.169.254/' } })).status, 400);
+  assert.equal((await call(membrane.url, membrane.roots.query)).status, 200);
   await membrane.control.revoke(m.revoke);
   const text = await metrics();
   assert.equal(sample(text, 'membrane_invocations_total{status_class="2xx",scheme="none"}'), 3);
@@ -46,6 +50,8 @@ test('invocations, target errors, revocations, control-plane actions and store t
   assert.equal(sample(text, 'membrane_target_errors_total{reason="refused"}'), 1);
   assert.equal(sample(text, 'membrane_revocations_total{of="membrane"}'), 1);
   assert.equal(sample(text, 'membrane_control_plane_requests_total{action="membrane.export",status_class="2xx"}'), 3);
+  assert.equal(sample(text, 'membrane_control_plane_requests_total{action="membrane.export",status_class="4xx"}'), 2);
+  assert.equal(sample(text, 'membrane_control_plane_requests_total{action="membrane.query",status_class="2xx"}'), 1);
   assert.equal(sample(text, 'membrane_invocation_duration_seconds_count{scheme="none"}'), 4);
   assert.ok(sample(text, 'membrane_store_operation_duration_seconds_count{operation="findCapability"}') >= 5);
   assert.equal(sample(text, 'membrane_invocations_in_flight'), 0);

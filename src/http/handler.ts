@@ -8,7 +8,7 @@ import { performance } from 'node:perf_hooks';
 import type { AuditAction, AuditFields, AuditTrail } from '../audit/audit-trail.js';
 import { BadRequestError, MembraneError, MethodNotAllowedError, ServiceUnavailableError, UnauthorizedError } from '../errors.js';
 import type { Logger } from '../log.js';
-import { statusClass, type Metrics } from '../metrics.js';
+import type { Metrics } from '../metrics.js';
 import type { ForwardOutcome, TargetProxy } from '../proxy/proxy.js';
 import type { Capability, ExportedCapability, MembraneService } from '../service/membrane-service.js';
 import { isWellFormedToken } from '../token.js';
@@ -102,13 +102,11 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
         await readBody(req, context.controlBodyLimit);
         unrecorded = undefined; // recorded below, either way
         const result = await context.service.queryMembranes(capability.tenantId, rawQuery(req.url)).catch((error: unknown) => {
-          context.audit.event('membrane.query', started, { ...audit, status: statusOf(error) });
-          context.metrics.controlPlane.inc({ action: 'membrane.query', status_class: statusClass(statusOf(error)) });
+          recordEvent(context, 'membrane.query', started, audit, statusOf(error));
           throw error;
         });
         status = reply(res, 200, result);
-        context.audit.event('membrane.query', started, { ...audit, status });
-        context.metrics.controlPlane.inc({ action: 'membrane.query', status_class: '2xx' });
+        recordEvent(context, 'membrane.query', started, audit, status);
         return;
       }
       case 'deleteSelf': {
@@ -152,10 +150,7 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
     }
     status = sendError(req, res, error);
     if (status === 500) context.logger.error({ err: error, kind }, 'unexpected error while handling a request');
-    if (unrecorded !== undefined) {
-      context.audit.event(unrecorded.action, started, { ...unrecorded.audit, status });
-      context.metrics.controlPlane.inc({ action: unrecorded.action, status_class: statusClass(status) });
-    }
+    if (unrecorded !== undefined) recordEvent(context, unrecorded.action, started, unrecorded.audit, status);
   } finally {
     if (context.logger.isLevelEnabled('debug')) {
       context.logger.debug({ method: req.method, kind, status, ms: Math.round((performance.now() - started) * 1000) / 1000 }, 'request');
@@ -200,20 +195,26 @@ async function audited(
   perform: () => Promise<{ status: number; body: unknown; fields?: AuditFields }>,
 ): Promise<number> {
   const entry = await context.audit.begin(action, fields).catch((error: unknown) => {
-    context.metrics.controlPlane.inc({ action, status_class: statusClass(statusOf(error)) });
+    context.metrics.controlPlaneRequest(action, statusOf(error));
     throw error;
   });
   let result: Awaited<ReturnType<typeof perform>>;
   try {
     result = await perform();
   } catch (error) {
-    context.metrics.controlPlane.inc({ action, status_class: statusClass(statusOf(error)) });
+    context.metrics.controlPlaneRequest(action, statusOf(error));
     await context.audit.end(entry, { status: statusOf(error), ...(error instanceof MembraneError ? { message: error.message } : {}) });
     throw error;
   }
-  context.metrics.controlPlane.inc({ action, status_class: statusClass(result.status) });
+  context.metrics.controlPlaneRequest(action, result.status);
   await context.audit.end(entry, { status: result.status, ...result.fields });
   return reply(res, result.status, result.body);
+}
+
+/** A control-plane request recorded in one buffered audit line, and counted. */
+function recordEvent(context: HandlerContext, action: AuditAction, started: number, audit: AuditFields, status: number): void {
+  context.audit.event(action, started, { ...audit, status });
+  context.metrics.controlPlaneRequest(action, status);
 }
 
 function statusOf(error: unknown): number {
