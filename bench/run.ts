@@ -26,11 +26,10 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
-import { haveWrk, load, median, medianResult, type LoadResult, type LoadSpec } from './load.js';
+import { commandLine, haveWrk, load, median, medianResult, positiveOption, type LoadResult, type LoadSpec } from './load.js';
 import { bearer, control, cpuMicros, haveNginx, REPO, startFloor, startMembrane, startNginx, startTarget } from './subjects.js';
 
-const { values } = parseArgs({
+const { values } = commandLine({
   options: {
     rounds: { type: 'string', default: '3' },
     duration: { type: 'string', default: '5' },
@@ -38,10 +37,15 @@ const { values } = parseArgs({
     tool: { type: 'string' },
   },
 });
-const ROUNDS = Number(values.rounds);
-const DURATION = Number(values.duration);
-const CONNECTIONS = Number(values.connections);
-const TOOL = (values.tool ?? (haveWrk() ? 'wrk' : 'autocannon')) as 'wrk' | 'autocannon';
+const ROUNDS = positiveOption('rounds', values.rounds);
+const DURATION = positiveOption('duration', values.duration);
+const CONNECTIONS = positiveOption('connections', values.connections);
+const toolName = values.tool ?? (haveWrk() ? 'wrk' : 'autocannon');
+if (toolName !== 'wrk' && toolName !== 'autocannon') {
+  process.stderr.write(`--tool must be wrk or autocannon, not ${JSON.stringify(toolName)}\n`);
+  process.exit(2);
+}
+const TOOL: 'wrk' | 'autocannon' = toolName;
 
 const KIB = 'x'.repeat(1024 - 10);
 const POST_BODY = JSON.stringify({ d: KIB });

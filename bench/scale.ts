@@ -29,7 +29,6 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import { Agent, request } from 'undici';
 import { openStore } from '../src/app.js';
 import { SERVE_OPTIONS } from '../src/config.js';
@@ -37,10 +36,10 @@ import { MasterKey } from '../src/secrets.js';
 import { MembraneService, SEALED } from '../src/service/membrane-service.js';
 import type { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
 import { generateToken, hashToken } from '../src/token.js';
-import { haveWrk, load, median, medianResult, type LoadResult } from './load.js';
+import { commandLine, haveWrk, load, median, medianResult, positiveOption, type LoadResult } from './load.js';
 import { bearer, control, cpuMicros, REPO, rss, startMembrane, startTarget, temporaryDirectory } from './subjects.js';
 
-const { values } = parseArgs({
+const { values } = commandLine({
   options: {
     duration: { type: 'string', default: '5' },
     max: { type: 'string', default: '1000000' },
@@ -48,10 +47,10 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '3' },
   },
 });
-const DURATION = Number(values.duration);
-const ROUNDS = Number(values.rounds);
-const MAX = Number(values.max);
-const RATE = Number(values.rate);
+const DURATION = positiveOption('duration', values.duration);
+const ROUNDS = positiveOption('rounds', values.rounds);
+const MAX = positiveOption('max', values.max);
+const RATE = positiveOption('rate', values.rate);
 const TOOL = haveWrk() ? 'wrk' : 'autocannon';
 const CACHE_SIZE = SERVE_OPTIONS.cacheSize.default as number;
 /** Capabilities invoked in the lookup runs (they fit in the cache), spread over the whole store. */
