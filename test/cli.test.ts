@@ -1,6 +1,6 @@
 /** `bin/membrane` as a real process: init, tenant create, serve, flags, environment, signals. */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
 import { chmod, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { Agent, request } from 'undici';
@@ -275,11 +275,17 @@ describe('membrane serve', () => {
 });
 
 describe('npm start', () => {
-  test('builds, serves on the configured store and prints the root capabilities once', async () => {
+  test('serves from a current build without compiling, on the configured store, and prints the root capabilities once', async () => {
     const dir = await dataDir();
+    const buildRecord = join(REPO_ROOT, 'dist', '.tsbuildinfo');
+    const current = spawnSync(process.execPath, [join(REPO_ROOT, 'scripts', 'build-if-stale.mjs')], { encoding: 'utf8' });
+    assert.equal(current.status, 0, current.stderr);
+    const builtAt = (await stat(buildRecord)).mtimeMs;
     const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
     const server = await startServerProcess([], { MEMBRANE_DATA_DIR: dir, MEMBRANE_PORT: '0' }, { file: npm, args: ['start', '--silent'] });
     cleanup.push(() => void server.child.kill('SIGKILL'));
+    assert.equal((await stat(buildRecord)).mtimeMs, builtAt);
+    assert.doesNotMatch(server.stderr(), /compiling/);
     const roots = bannerRoots(server.stdout())!;
     assert.ok(roots);
     assert.equal((await call(server.url, roots.query)).status, 200);
