@@ -2,12 +2,16 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { once } from 'node:events';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Readable } from 'node:stream';
 import { chmod, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { Agent, request } from 'undici';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { bannerRoots, cleanEnv, logLines, REPO_ROOT, runMembrane, startServerProcess, type ServerProcess } from './helpers/child.js';
-import { call, ControlPlane, tokenOf } from './helpers/client.js';
+import { call, ControlPlane, tokenOf, type CallResult } from './helpers/client.js';
 import { tempDir } from './helpers/membrane.js';
 import { createPki } from './helpers/pki.js';
 import { startTarget } from './helpers/target.js';
@@ -244,26 +248,9 @@ describe('membrane serve', () => {
   });
 
   test('SIGTERM lets in-flight requests finish, refuses new ones, and exits 0', async () => {
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => (release = resolve));
-    let arrived!: () => void;
-    const hasArrived = new Promise<void>((resolve) => (arrived = resolve));
-    const slow = await startTarget({
-      respond: (_req, res) => {
-        arrived();
-        void released.then(() => res.end('finished'));
-      },
-    });
-    cleanup.push(() => slow.close());
-    const server = await serve(['--port', '0', '--data-dir', await dataDir()], { MEMBRANE_ALLOW_TARGETS: '127.0.0.0/8' });
-    const roots = bannerRoots(server.stdout())!;
-    const control = new ControlPlane(server.url);
-    const m = await control.createMembrane(roots.create, 'drain');
-    const capability = await control.export(m.export, { uri: `${slow.url}/slow` });
-    const inFlight = call(server.url, capability);
-    await hasArrived;
+    const { server, inFlight, release } = await serveWithAnInvocationHeld();
     server.child.kill('SIGTERM');
-    await new Promise((resolve) => setTimeout(resolve, 200));
+    await sleep(200);
     await assert.rejects(call(server.url, undefined, { path: '/healthz', headers: { connection: 'close' } }));
     release();
     const result = await inFlight;
@@ -272,7 +259,87 @@ describe('membrane serve', () => {
     assert.deepEqual(await server.exited, [0, null]);
     assert.ok(logLines(server.stdout()).some((line) => line.msg === 'stopped'));
   });
+
+  test('signals arriving together (a terminal’s SIGINT and the copy npm forwards) are one request to drain', async () => {
+    const { server, inFlight, release } = await serveWithAnInvocationHeld();
+    server.child.kill('SIGINT');
+    server.child.kill('SIGTERM');
+    await sleep(300);
+    assert.equal(server.child.exitCode, null, 'still draining');
+    release();
+    assert.equal((await inFlight).status, 200);
+    assert.deepEqual(await server.exited, [0, null]);
+    assert.ok(logLines(server.stdout()).some((line) => line.msg === 'signal repeated within a second of the first: still draining'));
+  });
+
+  test('a second signal a second or more after the first exits at once with 1, cutting what is in flight', async () => {
+    const { server, inFlight } = await serveWithAnInvocationHeld();
+    const outcome = inFlight.then(
+      () => 'answered',
+      () => 'cut',
+    );
+    server.child.kill('SIGINT');
+    await sleep(1_200);
+    assert.equal(server.child.exitCode, null, 'still draining');
+    server.child.kill('SIGINT');
+    assert.deepEqual(await server.exited, [1, null]);
+    assert.equal(await outcome, 'cut');
+    assert.ok(logLines(server.stdout()).some((line) => line.msg === 'second signal: exiting without draining'));
+  });
 });
+
+/**
+ * `membrane serve` on a fresh store with one invocation in flight: its
+ * target holds it until `release()`, then answers "finished".
+ */
+async function serveWithAnInvocationHeld(): Promise<{ server: ServerProcess; inFlight: Promise<CallResult>; release(): void }> {
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => (release = resolve));
+  let arrive!: () => void;
+  const arrived = new Promise<void>((resolve) => (arrive = resolve));
+  const target = await startTarget({
+    respond: (_req, res) => {
+      arrive();
+      void released.then(() => res.end('finished'));
+    },
+  });
+  cleanup.push(() => {
+    release();
+    return target.close();
+  });
+  const server = await serve(['--port', '0', '--data-dir', await dataDir()], { MEMBRANE_ALLOW_TARGETS: '127.0.0.0/8' });
+  const inFlight = call(server.url, await exportThrough(server, target.url));
+  await arrived;
+  return { server, inFlight, release };
+}
+
+/** A target that answers each upload, once it has all of it, with the number of bytes it received; `firstChunk` resolves when an upload has begun. */
+async function uploadTarget(): Promise<{ url: string; firstChunk: Promise<void> }> {
+  let begin!: () => void;
+  const firstChunk = new Promise<void>((resolve) => (begin = resolve));
+  const server = createServer((req, res) => {
+    let received = 0;
+    req.on('data', (chunk: Buffer) => {
+      received += chunk.length;
+      begin();
+    });
+    req.on('end', () => res.end(`received ${received} bytes`));
+  });
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  cleanup.push(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, firstChunk };
+}
+
+/** Exports `targetUrl` through a new membrane of the server's bootstrap tenant. */
+async function exportThrough(server: ServerProcess, targetUrl: string): Promise<string> {
+  const control = new ControlPlane(server.url);
+  const m = await control.createMembrane(bannerRoots(server.stdout())!.create, 'signals');
+  return control.export(m.export, { uri: `${targetUrl}/` });
+}
 
 describe('npm start', () => {
   test('serves from a current build without compiling, on the configured store, and prints the root capabilities once', async () => {
@@ -295,6 +362,53 @@ describe('npm start', () => {
     const [code, signal] = await server.exited;
     assert.ok(code === 0 || signal === 'SIGTERM', `npm ended with ${code} ${signal}`);
     assert.ok(logLines(server.stdout()).some((line) => line.msg === 'stopped'), server.stdout());
+  });
+
+  test('Ctrl-C (SIGINT to the whole process group) lets an upload in flight finish; the server and npm exit 0', async () => {
+    const target = await uploadTarget();
+    const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
+    const server = await startServerProcess(
+      ['--port', '0', '--data-dir', await dataDir()],
+      { MEMBRANE_ALLOW_TARGETS: '127.0.0.0/8' },
+      { file: npm, args: ['run', 'start', '--silent', '--'] },
+      { processGroup: true },
+    );
+    const group = -server.child.pid!;
+    cleanup.push(() => {
+      try {
+        process.kill(group, 'SIGKILL');
+      } catch {
+        // The group has ended.
+      }
+    });
+    const capability = await exportThrough(server, target.url);
+    let pressed!: () => void;
+    const ctrlC = new Promise<void>((resolve) => (pressed = resolve));
+    const chunk = Buffer.alloc(64 * 1024, 'x');
+    // The first chunk before Ctrl-C, ten more over half a second after it.
+    const body = Readable.from(
+      (async function* () {
+        yield chunk;
+        await ctrlC;
+        for (let i = 0; i < 10; i++) {
+          await sleep(50);
+          yield chunk;
+        }
+      })(),
+    );
+    const upload = request(server.url, { method: 'POST', headers: { authorization: `Bearer ${tokenOf(capability)}` }, body });
+    await target.firstChunk;
+    process.kill(group, 'SIGINT');
+    pressed();
+    const response = await upload;
+    assert.equal(response.statusCode, 200);
+    assert.equal(await response.body.text(), `received ${11 * chunk.length} bytes`);
+    // npm exits 0 only when its child, the server, did.
+    assert.deepEqual(await server.exited, [0, null]);
+    const lines = logLines(server.stdout());
+    assert.ok(lines.some((line) => line.msg === 'draining' && line.signal === 'SIGINT'));
+    assert.ok(lines.some((line) => line.msg === 'stopped'));
+    assert.ok(!lines.some((line) => line.msg === 'second signal: exiting without draining'));
   });
 });
 

@@ -19,6 +19,7 @@ import type { Store } from '../store/store.js';
 import { hashToken, isWellFormedToken, parseCapabilityUri, redactTokens } from '../token.js';
 import { ProfileStore } from './profile-store.js';
 import { RotationLock } from './rotation-lock.js';
+import { onShutdownSignals } from './shutdown-signals.js';
 
 class UsageError extends Error {}
 
@@ -48,6 +49,11 @@ ${Object.values(SERVE_OPTIONS)
 
 serve also takes --capi-profile NAME / --no-capi-profile for the tenant it creates on an empty store;
 init and tenant create take --audit like serve.
+
+SIGINT (Ctrl-C) or SIGTERM makes serve drain: it stops accepting, lets requests in flight finish
+(at most --drain-timeout-ms), then exits 0. Signals less than a second after the first are the same
+request (Ctrl-C under npm start reaches the server twice: from the terminal and from npm); a signal a
+second or more after the first exits at once with 1, cutting what is still in flight.
 
 The master key comes from MEMBRANE_MASTER_KEY (base64 of 32 bytes) or, if that is
 unset, from DATA_DIR/master.key (created with mode 0600 by init or the first serve).
@@ -337,29 +343,28 @@ async function serve(args: readonly string[]): Promise<number> {
   if (running.adminUrl !== undefined) logger.info({ url: running.adminUrl }, 'admin listening (/metrics)');
 
   return new Promise<number>((resolve) => {
-    let signals = 0;
-    const onSignal = (signal: NodeJS.Signals): void => {
-      signals += 1;
-      if (signals > 1) {
+    onShutdownSignals({
+      drain: (signal) => {
+        logger.info({ signal }, 'draining');
+        void running.close().then(
+          () => {
+            logger.info('stopped');
+            logger.flush();
+            resolve(0);
+          },
+          (error: unknown) => {
+            logger.error({ err: error }, 'error while stopping');
+            logger.flush();
+            resolve(1);
+          },
+        );
+      },
+      repeated: (signal) => logger.info({ signal }, 'signal repeated within a second of the first: still draining'),
+      force: (signal) => {
         logger.warn({ signal }, 'second signal: exiting without draining');
         logger.flush();
         process.exit(1);
-      }
-      logger.info({ signal }, 'draining');
-      void running.close().then(
-        () => {
-          logger.info('stopped');
-          logger.flush();
-          resolve(0);
-        },
-        (error: unknown) => {
-          logger.error({ err: error }, 'error while stopping');
-          logger.flush();
-          resolve(1);
-        },
-      );
-    };
-    process.on('SIGTERM', onSignal);
-    process.on('SIGINT', onSignal);
+      },
+    });
   });
 }

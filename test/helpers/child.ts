@@ -83,17 +83,22 @@ export interface ServerProcess {
 
 /**
  * Starts `membrane serve ARGS` (or another command line that ends up
- * serving) and resolves once its "listening" log line appears.
+ * serving) and resolves once its "listening" log line appears. With
+ * `processGroup`, the command leads a process group of its own, which a
+ * test signals as a terminal signals its foreground group:
+ * `process.kill(-child.pid, signal)`.
  */
 export async function startServerProcess(
   args: string[],
   env: NodeJS.ProcessEnv = {},
   command: { file: string; args: string[] } = { file: process.execPath, args: [MEMBRANE_BIN, 'serve'] },
+  { processGroup = false }: { processGroup?: boolean } = {},
 ): Promise<ServerProcess> {
   const child = spawn(command.file, [...command.args, ...args], {
     cwd: REPO_ROOT,
     env: { ...cleanEnv(), MEMBRANE_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
+    detached: processGroup,
   });
   let stdout = '';
   let stderr = '';
