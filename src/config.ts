@@ -4,7 +4,7 @@
  * flag or variable the bad value came from.
  */
 import { isIP } from 'node:net';
-import { ConfigurationError } from './errors.js';
+import { InvalidSettingError } from './errors.js';
 import { LOG_LEVELS, type LogLevel } from './log.js';
 import { compileValidator } from './schema.js';
 import { validateAuthority } from './token.js';
@@ -100,7 +100,7 @@ const validators = new Map(
 
 /**
  * Resolves the named options from parsed flags (by flag name) and the
- * environment. Throws ConfigurationError naming the flag or variable.
+ * environment. Throws InvalidSettingError naming the flag or variable.
  */
 export function resolveOptions<N extends OptionName>(
   names: readonly N[],
@@ -119,9 +119,9 @@ export function resolveOptions<N extends OptionName>(
     const source = fromFlag !== undefined ? `--${spec.flag}` : spec.env;
     const value = convert(text, spec.kind);
     const checked = validators.get(name)!(value, source);
-    if (!checked.ok) throw new ConfigurationError(checked.message);
+    if (!checked.ok) throw new InvalidSettingError(checked.message);
     const problem = spec.check?.(value as never);
-    if (problem !== undefined) throw new ConfigurationError(`${source}: ${problem}`);
+    if (problem !== undefined) throw new InvalidSettingError(`${source}: ${problem}`);
     resolved[name] = value;
   }
   return resolved;
@@ -130,13 +130,13 @@ export function resolveOptions<N extends OptionName>(
 export function resolveServeConfig(flags: Readonly<Record<string, string | undefined>>, env: NodeJS.ProcessEnv): ServeConfig {
   const options = resolveOptions(Object.keys(SERVE_OPTIONS) as OptionName[], flags, env);
   if ((options.idleTimeoutMs as number) <= (options.headersTimeoutMs as number)) {
-    throw new ConfigurationError('--idle-timeout-ms (MEMBRANE_IDLE_TIMEOUT_MS) must be longer than --headers-timeout-ms, or a slow head would be closed without an answer');
+    throw new InvalidSettingError('--idle-timeout-ms (MEMBRANE_IDLE_TIMEOUT_MS) must be longer than --headers-timeout-ms, or a slow head would be closed without an answer');
   }
   if ((options.idleTimeoutMs as number) <= (options.targetTimeoutMs as number)) {
-    throw new ConfigurationError('--idle-timeout-ms (MEMBRANE_IDLE_TIMEOUT_MS) must be longer than --target-timeout-ms, or a slow target would have its requester cut off first');
+    throw new InvalidSettingError('--idle-timeout-ms (MEMBRANE_IDLE_TIMEOUT_MS) must be longer than --target-timeout-ms, or a slow target would have its requester cut off first');
   }
   if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) {
-    throw new ConfigurationError('--tls-cert and --tls-key (MEMBRANE_TLS_CERT, MEMBRANE_TLS_KEY) must be given together');
+    throw new InvalidSettingError('--tls-cert and --tls-key (MEMBRANE_TLS_CERT, MEMBRANE_TLS_KEY) must be given together');
   }
   return { ...(options as Omit<ServeConfig, 'masterKey'>), masterKey: env.MEMBRANE_MASTER_KEY };
 }

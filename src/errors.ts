@@ -79,5 +79,15 @@ export class GatewayTimeoutError extends MembraneError {
 
 /** A problem with the operator's setup (flags, key file, store); never sent on the wire. */
 export class ConfigurationError extends Error {
-  readonly code = 'MEMBRANE_CONFIGURATION';
+  readonly code: string = 'MEMBRANE_CONFIGURATION';
+}
+
+/**
+ * A setting's value given on the command line or in the environment is
+ * invalid, alone or together with another; the message names the flag or
+ * variable. The operator's command reports it as a usage error.
+ */
+export class InvalidSettingError extends ConfigurationError {
+  override readonly name = 'InvalidSettingError';
+  override readonly code = 'MEMBRANE_INVALID_SETTING';
 }

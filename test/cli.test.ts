@@ -70,21 +70,61 @@ describe('membrane init', () => {
     assertOneLineError(await runMembrane(['init', '--data-dir', dir]), 1, /already holds a tenant; add another with `membrane tenant create/);
   });
 
-  test('bad flags and values', async () => {
-    assertOneLineError(await runMembrane(['init', '--bogus']), 2, /Unknown option '--bogus'/);
-    assertOneLineError(await runMembrane(['init', '--data-dir', await dataDir(), '--authority', 'http://x/']), 1, /--authority: authority "http:\/\/x\/" is not host\[:port\]/);
-    assertOneLineError(await runMembrane(['init', '--data-dir', await dataDir()], { MEMBRANE_AUTHORITY: 'a b' }), 1, /MEMBRANE_AUTHORITY: authority "a b"/);
-    assertOneLineError(await runMembrane(['frobnicate']), 2, /unknown command "frobnicate"/);
-    assertOneLineError(await runMembrane(['tenant', 'delete']), 2, /did you mean "tenant create"/);
+  test('bad flags and values are usage errors (exit 2)', async () => {
+    assertOneLineError(await runMembrane(['init', '--bogus']), 2, /unknown option "--bogus" \(see membrane init --help\)/);
+    assertOneLineError(await runMembrane(['init', '--data-dir', await dataDir(), '--authority', 'http://x/']), 2, /--authority: authority "http:\/\/x\/" is not host\[:port\]/);
+    assertOneLineError(await runMembrane(['init', '--data-dir', await dataDir()], { MEMBRANE_AUTHORITY: 'a b' }), 2, /MEMBRANE_AUTHORITY: authority "a b"/);
+    assertOneLineError(await runMembrane(['frobnicate']), 2, /unknown command "frobnicate" \(see membrane --help\)/);
+    assertOneLineError(await runMembrane(['tenant', 'delete']), 2, /unknown command "tenant delete" \(see membrane tenant --help\)/);
+  });
+});
+
+describe('membrane help', () => {
+  test('--help prints the commands, how to get a command’s help, and the exit codes; exit 0', async () => {
+    for (const args of [['--help'], ['-h'], ['help']]) {
+      const help = await runMembrane(args);
+      assert.equal(help.code, 0, args.join(' '));
+      assert.equal(help.stderr, '');
+      for (const word of ['serve', 'init', 'tenant create', 'audit-hash', 'keys rotate', 'membrane COMMAND --help', '2 usage error', 'MEMBRANE_MASTER_KEY']) {
+        assert.ok(help.stdout.includes(word), `${args.join(' ')}: ${word}`);
+      }
+    }
   });
 
-  test('--help prints usage and exits 0; no command prints usage and exits 2', async () => {
-    const help = await runMembrane(['--help']);
-    assert.equal(help.code, 0);
-    for (const word of ['serve', 'init', 'tenant create', '--data-dir', 'MEMBRANE_DATA_DIR', 'MEMBRANE_ALLOW_TARGETS', 'MEMBRANE_MASTER_KEY']) {
-      assert.ok(help.stdout.includes(word), word);
+  test('every command and subcommand prints its own help, with --help or -h anywhere among its arguments; exit 0', async () => {
+    const cases: [string[], RegExp, string[]][] = [
+      [['serve', '--help'], /^Usage: membrane serve \[options\]\n\nRuns the Membrane service/, ['--port N', 'MEMBRANE_PORT', '--allow-targets LIST', 'MEMBRANE_ALLOW_TARGETS', '--capi-profile NAME', 'a second or more after the first exits at once with 1', '-h, --help']],
+      [['serve', '--port', 'not-a-port', '-h'], /^Usage: membrane serve /, ['--data-dir DIR', '-h, --help']],
+      [['help', 'serve'], /^Usage: membrane serve /, ['--drain-timeout-ms N', '-h, --help']],
+      [['init', '--json', '--help'], /^Usage: membrane init \[--data-dir DIR\]/, ['Creates a store and its first tenant', '--authority HOST[:PORT]', '--no-capi-profile', '-h, --help']],
+      [['tenant', 'create', '-h'], /^Usage: membrane tenant create /, ['Adds a tenant to an existing store', '--capi-profile NAME', '-h, --help']],
+      [['audit-hash', '--help'], /^Usage: membrane audit-hash \[--data-dir DIR\] \[--json\] TOKEN\|CAPABILITY\|-\n/, ['audit trail', '-h, --help']],
+      [['keys', 'rotate', '--data-dir', 'x', '--help'], /^Usage: membrane keys rotate /, ['Re-seals every secret', 'keys-rotate.lock', '-h, --help']],
+      [['tenant', '--help'], /^Usage: membrane tenant COMMAND/, ['membrane tenant create', 'membrane tenant COMMAND --help']],
+      [['keys', '-h'], /^Usage: membrane keys COMMAND/, ['membrane keys rotate', 'membrane keys COMMAND --help']],
+    ];
+    for (const [args, usage, words] of cases) {
+      const help = await runMembrane(args);
+      assert.equal(help.code, 0, args.join(' '));
+      assert.equal(help.stderr, '', args.join(' '));
+      assert.match(help.stdout, usage, args.join(' '));
+      for (const word of words) assert.ok(help.stdout.includes(word), `${args.join(' ')}: ${word}`);
     }
-    assert.equal((await runMembrane([])).code, 2);
+  });
+
+  test('a mistyped command, subcommand or option names the nearest valid one; exit 2', async () => {
+    assertOneLineError(await runMembrane(['srve']), 2, /^membrane: unknown command "srve"; did you mean "serve"\? \(see membrane --help\)$/m);
+    assertOneLineError(await runMembrane(['serve', '--prot', '1']), 2, /^membrane: unknown option "--prot"; did you mean "--port"\? \(see membrane serve --help\)$/m);
+    assertOneLineError(await runMembrane(['tenant', 'crate']), 2, /unknown command "tenant crate"; did you mean "tenant create"\?/);
+    assertOneLineError(await runMembrane(['keys', 'rotat']), 2, /unknown command "keys rotat"; did you mean "keys rotate"\?/);
+    assertOneLineError(await runMembrane(['init', '--jsn']), 2, /unknown option "--jsn"; did you mean "--json"\?/);
+    assertOneLineError(await runMembrane(['audit-hash', '--data-dri', 'x', 'CPBLTY1-x']), 2, /unknown option "--data-dri"; did you mean "--data-dir"\?/);
+  });
+
+  test('no command, or a group without its subcommand, is a one-line usage error', async () => {
+    assertOneLineError(await runMembrane([]), 2, /^membrane: a command is needed: serve, init, tenant, audit-hash, keys \(see membrane --help\)\n$/);
+    assertOneLineError(await runMembrane(['tenant']), 2, /^membrane: tenant needs a command: tenant create \(see membrane tenant --help\)\n$/);
+    assertOneLineError(await runMembrane(['keys', '--json']), 2, /^membrane: keys needs a command: keys rotate \(see membrane keys --help\)\n$/);
   });
 });
 
@@ -201,19 +241,22 @@ describe('membrane serve', () => {
     await stat(join(dir, 'membrane.db'));
   });
 
-  test('bad settings exit 1 (2 for usage) with one line naming the flag or variable', async () => {
+  test('a bad setting is a usage error (exit 2) in one line naming the flag or variable; a file that cannot be read exits 1', async () => {
     const dir = await dataDir();
     const cases: [string[], NodeJS.ProcessEnv, number, RegExp][] = [
-      [['--port', '70000'], {}, 1, /--port must be at most 65535/],
-      [['--port', 'eighty'], {}, 1, /--port must be an integer/],
-      [[], { MEMBRANE_PORT: '-1' }, 1, /MEMBRANE_PORT must be at least 0/],
-      [['--log-level', 'loud'], {}, 1, /--log-level must be one of/],
-      [['--allow-targets', '10.0.0.0/33'], {}, 1, /--allow-targets: "10\.0\.0\.0\/33" is not a valid CIDR/],
-      [[], { MEMBRANE_ALLOW_TARGETS: 'exa mple' }, 1, /MEMBRANE_ALLOW_TARGETS: "exa mple" is neither a CIDR nor a host name/],
-      [['--tls-cert', '/nonexistent.pem'], {}, 1, /--tls-cert and --tls-key .* must be given together/],
+      [['--port', '70000'], {}, 2, /--port must be at most 65535/],
+      [['--port', 'eighty'], {}, 2, /--port must be an integer/],
+      [['--port', 'abc'], {}, 2, /^membrane: --port must be an integer \(see membrane serve --help\)\n$/],
+      [[], { MEMBRANE_PORT: '-1' }, 2, /MEMBRANE_PORT must be at least 0/],
+      [['--log-level', 'loud'], {}, 2, /--log-level must be one of/],
+      [['--allow-targets', '10.0.0.0/33'], {}, 2, /--allow-targets: "10\.0\.0\.0\/33" is not a valid CIDR/],
+      [[], { MEMBRANE_ALLOW_TARGETS: 'exa mple' }, 2, /MEMBRANE_ALLOW_TARGETS: "exa mple" is neither a CIDR nor a host name/],
+      [['--idle-timeout-ms', '1000', '--headers-timeout-ms', '5000'], {}, 2, /--idle-timeout-ms \(MEMBRANE_IDLE_TIMEOUT_MS\) must be longer than --headers-timeout-ms/],
+      [['--tls-cert', '/nonexistent.pem'], {}, 2, /--tls-cert and --tls-key .* must be given together/],
       [['--tls-cert', '/nonexistent.pem', '--tls-key', '/nonexistent.key'], {}, 1, /--tls-cert: cannot read \/nonexistent\.pem \(ENOENT\)/],
-      [['--frob'], {}, 2, /Unknown option '--frob'/],
+      [['--frob'], {}, 2, /unknown option "--frob"/],
       [['--port'], {}, 2, /argument missing/],
+      [['extra'], {}, 2, /Unexpected argument 'extra'/],
     ];
     for (const [args, env, code, message] of cases) {
       assertOneLineError(await runMembrane(['serve', '--data-dir', dir, ...args], env), code, message);

@@ -3,134 +3,105 @@
  * not talk to a running server), so `init` and `tenant create` work whether
  * or not a server is running on the same data directory.
  *
- * Exit codes: 0 success, 1 failure, 2 usage error. Errors are one line on
- * stderr.
+ * Exit codes: 0 success, 1 failure, 2 usage error (an unknown command or
+ * option, a missing value, an invalid value of a flag or of a setting's
+ * environment variable). Errors are one line on stderr. Every command and
+ * subcommand prints its own help when `--help` or `-h` stands anywhere
+ * among its arguments.
  */
 import { readFileSync } from 'node:fs';
-import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { createTenant, openStore, requireStore, startMembrane } from '../app.js';
 import { auditId, loadAuditKey, openAuditTrail } from '../audit/audit-trail.js';
-import { defaultAuthority, resolveOptions, resolveServeConfig, SERVE_OPTIONS } from '../config.js';
-import { ConfigurationError } from '../errors.js';
+import { defaultAuthority, resolveOptions, resolveServeConfig } from '../config.js';
+import { ConfigurationError, InvalidSettingError } from '../errors.js';
 import { createLogger } from '../log.js';
 import { keyFilePath, type KeyRing, loadMasterKey, MasterKey, sameKeys, writeKeyFile } from '../secrets.js';
 import { MembraneService, resealStore, type ResealResult, type RootCapabilities } from '../service/membrane-service.js';
 import type { Store } from '../store/store.js';
 import { hashToken, isWellFormedToken, parseCapabilityUri, redactTokens } from '../token.js';
+import { asksForHelp, commandHelp, groupHelp, parseCommandLine, UsageError, type CommandSpec, type GroupSpec } from './command-line.js';
+import {
+  AUDIT_HASH_COMMAND,
+  INIT_COMMAND,
+  KEYS_GROUP,
+  KEYS_ROTATE_COMMAND,
+  programHelp,
+  SERVE_COMMAND,
+  TENANT_CREATE_COMMAND,
+  TENANT_GROUP,
+} from './membrane-commands.js';
+import { didYouMean } from './nearest.js';
 import { ProfileStore } from './profile-store.js';
 import { RotationLock } from './rotation-lock.js';
 import { onShutdownSignals } from './shutdown-signals.js';
 
-class UsageError extends Error {}
-
 const VERSION = '0.1.0';
 
-const USAGE = `membrane: operator commands for the Membrane capability service
+type Run = (args: readonly string[]) => Promise<number>;
+type Command = { spec: CommandSpec; run: Run };
+type Group = GroupSpec & { commands: Readonly<Record<string, Command>> };
 
-Usage:
-  membrane serve [options]                 run the service (see options below)
-  membrane init [--data-dir DIR] [--authority HOST[:PORT]] [--json] [--capi-profile NAME | --no-capi-profile]
-                                           create a store and its first tenant; print its root capabilities
-                                           and save them as a capi profile (default: "default")
-  membrane tenant create [--data-dir DIR] [--authority HOST[:PORT]] [--json] [--capi-profile NAME]
-                                           add a tenant to an existing store; print its root capabilities
-                                           (saved as a capi profile only when --capi-profile is given)
-  membrane audit-hash [--data-dir DIR] [--json] TOKEN|CAPABILITY|-
-                                           print the id a token has in the audit trail (- reads it from stdin)
-  membrane keys rotate [--data-dir DIR] [--json]
-                                           re-seal every secret under a new master key, online;
-                                           one rotation at a time (lock: DATA_DIR/keys-rotate.lock)
-  membrane --help | --version
+const COMMANDS: Readonly<Record<string, Command | Group>> = {
+  serve: { spec: SERVE_COMMAND, run: (args) => serve(args) },
+  init: { spec: INIT_COMMAND, run: (args) => tenantCommand(INIT_COMMAND, args) },
+  tenant: { ...TENANT_GROUP, commands: { create: { spec: TENANT_CREATE_COMMAND, run: (args) => tenantCommand(TENANT_CREATE_COMMAND, args) } } },
+  'audit-hash': { spec: AUDIT_HASH_COMMAND, run: (args) => auditHash(args) },
+  keys: { ...KEYS_GROUP, commands: { rotate: { spec: KEYS_ROTATE_COMMAND, run: (args) => rotateKeys(args) } } },
+};
 
-Options of serve (each also read from the environment variable shown):
-${Object.values(SERVE_OPTIONS)
-  .map((spec) => `  --${`${spec.flag} ${spec.flag === 'allow-targets' ? 'LIST' : 'VALUE'}`.padEnd(28)} ${spec.env.padEnd(28)} ${spec.help}`)
-  .join('\n')}
-
-serve also takes --capi-profile NAME / --no-capi-profile for the tenant it creates on an empty store;
-init and tenant create take --audit like serve.
-
-SIGINT (Ctrl-C) or SIGTERM makes serve drain: it stops accepting, lets requests in flight finish
-(at most --drain-timeout-ms), then exits 0. Signals less than a second after the first are the same
-request (Ctrl-C under npm start reaches the server twice: from the terminal and from npm); a signal a
-second or more after the first exits at once with 1, cutting what is still in flight.
-
-The master key comes from MEMBRANE_MASTER_KEY (base64 of 32 bytes) or, if that is
-unset, from DATA_DIR/master.key (created with mode 0600 by init or the first serve).
-`;
-
-/** Where init and a bootstrapping serve save the new tenant's root capabilities for capi. */
-const PROFILE_FLAGS = {
-  'capi-profile': { type: 'string' },
-  'no-capi-profile': { type: 'boolean' },
-} as const;
-
-const STORE_FLAGS = {
-  'data-dir': { type: 'string' },
-  authority: { type: 'string' },
-  audit: { type: 'string' },
-  json: { type: 'boolean' },
-  ...PROFILE_FLAGS,
-} as const;
+/** What a command line asks for: a text to print (help, version), or a command to run. */
+type Request = { print: string } | { command: Command; args: readonly string[] };
 
 export async function main(argv: readonly string[]): Promise<number> {
+  let running: Command | undefined;
   try {
-    return await run(argv);
-  } catch (error) {
-    if (error instanceof UsageError) {
-      process.stderr.write(`membrane: ${redactTokens(error.message)} (see membrane --help)\n`);
-      return 2;
+    const request = resolve(argv);
+    if ('print' in request) {
+      process.stdout.write(request.print);
+      return 0;
     }
-    if (error instanceof ConfigurationError) {
-      process.stderr.write(`membrane: ${error.message}\n`);
-      return 1;
+    running = request.command;
+    return await request.command.run(request.args);
+  } catch (error) {
+    if (error instanceof UsageError || error instanceof InvalidSettingError) {
+      const helpOf = (error instanceof UsageError ? error.helpOf : undefined) ?? running?.spec.name ?? 'membrane';
+      process.stderr.write(`membrane: ${redactTokens(error.message)} (see ${helpOf} --help)\n`);
+      return 2;
     }
     process.stderr.write(`membrane: ${(error as Error).message ?? String(error)}\n`);
     return 1;
   }
 }
 
-async function run(argv: readonly string[]): Promise<number> {
-  const [command, ...rest] = argv;
-  switch (command) {
-    case undefined:
-    case '--help':
-    case '-h':
-    case 'help':
-      process.stdout.write(USAGE);
-      return command === undefined ? 2 : 0;
-    case '--version':
-      process.stdout.write(`${VERSION}\n`);
-      return 0;
-    case 'serve':
-      return serve(rest);
-    case 'init':
-      return tenantCommand(rest, { init: true });
-    case 'tenant':
-      if (rest[0] !== 'create') throw new UsageError(`unknown command "tenant ${rest[0] ?? ''}"; did you mean "tenant create"?`);
-      return tenantCommand(rest.slice(1), { init: false });
-    case 'audit-hash':
-      return auditHash(rest);
-    case 'keys':
-      if (rest[0] !== 'rotate') throw new UsageError(`unknown command "keys ${rest[0] ?? ''}"; did you mean "keys rotate"?`);
-      return rotateKeys(rest.slice(1));
-    default:
-      throw new UsageError(`unknown command "${command}"`);
+/**
+ * Finds what a command line asks for. `--help` or `-h` anywhere among a
+ * command's arguments asks for its help, as does `membrane help COMMAND`;
+ * a mistyped command is a UsageError naming the nearest one.
+ */
+function resolve(argv: readonly string[]): Request {
+  const [word, ...rest] = argv;
+  if (word === undefined) throw new UsageError(`a command is needed: ${Object.keys(COMMANDS).join(', ')}`);
+  if (word === 'help') return rest.length === 0 ? { print: programHelp(VERSION) } : resolve([...rest, '--help']);
+  if (word === '--version') return { print: `${VERSION}\n` };
+  if (word.startsWith('-') && asksForHelp(argv)) return { print: programHelp(VERSION) };
+  const entry = COMMANDS[word];
+  if (entry === undefined) throw new UsageError(`unknown command "${word}"${didYouMean(word, Object.keys(COMMANDS))}`, 'membrane');
+  if ('spec' in entry) return asksForHelp(rest) ? { print: commandHelp(entry.spec) } : { command: entry, args: rest };
+  const [sub, ...subRest] = rest;
+  const names = Object.keys(entry.commands);
+  if (sub === undefined || sub.startsWith('-')) {
+    if (asksForHelp(rest)) return { print: groupHelp(entry) };
+    throw new UsageError(`${word} needs a command: ${names.map((name) => `${word} ${name}`).join(', ')}`, entry.name);
   }
+  const command = entry.commands[sub];
+  if (command === undefined) throw new UsageError(`unknown command "${word} ${sub}"${didYouMean(sub, names, (name) => `"${word} ${name}"`)}`, entry.name);
+  return asksForHelp(subRest) ? { print: commandHelp(command.spec) } : { command, args: subRest };
 }
 
-type OptionsConfig = NonNullable<ParseArgsConfig['options']>;
-
-function parse<T extends OptionsConfig>(args: readonly string[], options: T) {
-  try {
-    return parseArgs({ args: [...args], options, strict: true, allowPositionals: false });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-}
-
-async function tenantCommand(args: readonly string[], { init }: { init: boolean }): Promise<number> {
-  const { values } = parse(args, STORE_FLAGS);
+/** `init` (the store's first tenant) and `tenant create` (another tenant). */
+async function tenantCommand(command: typeof INIT_COMMAND | typeof TENANT_CREATE_COMMAND, args: readonly string[]): Promise<number> {
+  const init = command === INIT_COMMAND;
+  const { values } = parseCommandLine(command, args);
   const flags = { 'data-dir': values['data-dir'], authority: values.authority };
   const options = resolveOptions(['dataDir', 'authority', 'port', 'audit'], { ...flags, audit: values.audit }, process.env);
   const dataDir = options.dataDir as string;
@@ -177,13 +148,7 @@ function serviceAddress(authority: string, scheme: 'http' | 'https'): string {
  * shell history.
  */
 async function auditHash(args: readonly string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({ args: [...args], options: { 'data-dir': { type: 'string' }, json: { type: 'boolean' } }, strict: true, allowPositionals: true });
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-  if (parsed.positionals.length !== 1) throw new UsageError('audit-hash takes one token or capability URI (or - to read it from standard input)');
+  const parsed = parseCommandLine(AUDIT_HASH_COMMAND, args);
   const given = parsed.positionals[0] === '-' ? readFileSync(0, 'utf8').trim() : parsed.positionals[0]!;
   const token = parseCapabilityUri(given)?.token ?? given;
   if (!isWellFormedToken(token)) throw new UsageError('that is neither a capability token (CPBLTY1-…) nor a capability URI');
@@ -217,7 +182,7 @@ const KEY_FILE_GRACE_MS = 2_000;
  * dropped that this run did not retire.
  */
 async function rotateKeys(args: readonly string[]): Promise<number> {
-  const { values } = parse(args, { 'data-dir': { type: 'string' }, json: { type: 'boolean' } });
+  const { values } = parseCommandLine(KEYS_ROTATE_COMMAND, args);
   const dataDir = resolveOptions(['dataDir'], { 'data-dir': values['data-dir'] }, process.env).dataDir as string;
   const fromEnvironment = process.env.MEMBRANE_MASTER_KEY !== undefined && process.env.MEMBRANE_MASTER_KEY !== '';
   requireStore(dataDir);
@@ -320,11 +285,7 @@ function keepServingThroughOutputFailures(): void {
 }
 
 async function serve(args: readonly string[]): Promise<number> {
-  const flagOptions = {
-    ...Object.fromEntries(Object.values(SERVE_OPTIONS).map((spec) => [spec.flag, { type: 'string' as const }])),
-    ...PROFILE_FLAGS,
-  };
-  const { values } = parse(args, flagOptions);
+  const { values } = parseCommandLine(SERVE_COMMAND, args);
   const profile = profileName(values as { 'capi-profile'?: string; 'no-capi-profile'?: boolean }, true);
   const config = resolveServeConfig(values as Record<string, string | undefined>, process.env);
   const logger = createLogger(config.logLevel);
