@@ -8,7 +8,7 @@ import { execFile, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { parseArgs, promisify, type ParseArgsConfig } from 'node:util';
+import { promisify } from 'node:util';
 
 const run = promisify(execFile);
 
@@ -36,26 +36,6 @@ export interface LoadResult {
   /** Requests answered with anything but 2xx, and transport errors. */
   failures: number;
   requests: number;
-}
-
-/** The command line parsed by `parseArgs`; an unknown or malformed option exits with a one-line message. */
-export function commandLine<T extends { options: NonNullable<ParseArgsConfig['options']> }>(config: T): ReturnType<typeof parseArgs<T>> {
-  try {
-    return parseArgs(config);
-  } catch (error) {
-    process.stderr.write(`${(error as Error).message.split('\n')[0]}\n`);
-    process.exit(2);
-  }
-}
-
-/** A command-line option that must be a positive number; exits with a one-line message otherwise. */
-export function positiveOption(name: string, value: string | undefined): number {
-  const number = Number(value);
-  if (!(Number.isFinite(number) && number > 0)) {
-    process.stderr.write(`--${name} must be a positive number, not ${JSON.stringify(value)}\n`);
-    process.exit(2);
-  }
-  return number;
 }
 
 export const median = (values: readonly number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;

@@ -23,11 +23,10 @@
  * Options: --rounds N (3), --duration S (5), --connections C (50),
  * --tool wrk|autocannon (wrk when installed).
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
-import { join } from 'node:path';
-import { commandLine, haveWrk, load, median, medianResult, positiveOption, type LoadResult, type LoadSpec } from './load.js';
-import { bearer, control, cpuMicros, haveNginx, REPO, startFloor, startMembrane, startNginx, startTarget } from './subjects.js';
+import { haveWrk, load, median, medianResult, type LoadResult, type LoadSpec } from './load.js';
+import { commandLine, positiveOption } from './options.js';
+import { writeResults } from './results.js';
+import { bearer, control, cpuMicros, haveNginx, startFloor, startMembrane, startNginx, startTarget } from './subjects.js';
 
 const { values } = commandLine({
   options: {
@@ -203,26 +202,7 @@ async function main(): Promise<void> {
   const of = (name: string): number => rows.find((row) => row.subject === name)!.requestsPerSecond / plainRow.requestsPerSecond;
   console.log(`\ntargets: membrane-plain ÷ floor ${plainRow.vsFloor.toFixed(2)} (≥ 0.8); aws4 ÷ plain ${of('membrane-aws4').toFixed(2)} (≥ 0.7); delegated ÷ plain ${of('membrane-delegated').toFixed(2)} (≥ 0.95); added p99 at half load ${plainRow.halfLoad!.addedP99.toFixed(2)} ms (≤ 1)`);
 
-  const out = join(REPO, 'bench', 'results');
-  mkdirSync(out, { recursive: true });
-  const file = join(out, `run-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(
-    file,
-    JSON.stringify(
-      {
-        date: new Date().toISOString(),
-        machine: { cpus: cpus().length, model: cpus()[0]?.model, memoryBytes: totalmem(), node: process.version },
-        tool: TOOL,
-        rounds: ROUNDS,
-        durationSeconds: DURATION,
-        connections: CONNECTIONS,
-        rows,
-      },
-      null,
-      2,
-    ),
-  );
-  console.log(`\nwritten to ${file}`);
+  writeResults('run', { tool: TOOL, rounds: ROUNDS, durationSeconds: DURATION, connections: CONNECTIONS, rows });
   process.exit(0);
 }
 

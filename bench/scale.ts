@@ -26,9 +26,6 @@
  * bench/results/scale-*.json.
  * Options: --duration S (5), --max N (1000000), --rate R (2000), --rounds N (3).
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
-import { cpus, totalmem } from 'node:os';
-import { join } from 'node:path';
 import { Agent, request } from 'undici';
 import { openStore } from '../src/app.js';
 import { SERVE_OPTIONS } from '../src/config.js';
@@ -36,8 +33,10 @@ import { MasterKey } from '../src/secrets.js';
 import { MembraneService, SEALED } from '../src/service/membrane-service.js';
 import type { SqliteStore } from '../src/store/sqlite/sqlite-store.js';
 import { generateToken, hashToken } from '../src/token.js';
-import { commandLine, haveWrk, load, median, medianResult, positiveOption, type LoadResult } from './load.js';
-import { bearer, control, cpuMicros, REPO, rss, startMembrane, startTarget, temporaryDirectory } from './subjects.js';
+import { haveWrk, load, median, medianResult, type LoadResult } from './load.js';
+import { commandLine, positiveOption } from './options.js';
+import { writeResults } from './results.js';
+import { bearer, control, cpuMicros, rss, startMembrane, startTarget, temporaryDirectory } from './subjects.js';
 
 const { values } = commandLine({
   options: {
@@ -286,11 +285,7 @@ async function main(): Promise<void> {
   );
   console.log(`revocation of ${descendants.length} descendants effective at the 202, ${revocation.millisecondsTo202.toFixed(0)} ms (target: ≤ 1 s); RSS at ${all.length} capabilities ${mib(rssFull)} MiB = ${(rssFull / 1e6).toFixed(0)} MB (target: ≤ 150 MB)`);
 
-  const out = join(REPO, 'bench', 'results');
-  mkdirSync(out, { recursive: true });
-  const file = join(out, `scale-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-  writeFileSync(file, JSON.stringify({ date: new Date().toISOString(), machine: { cpus: cpus().length, model: cpus()[0]?.model, memoryBytes: totalmem(), node: process.version }, tool: TOOL, rate: RATE, durationSeconds: DURATION, cacheSize: CACHE_SIZE, ...results }, null, 2));
-  console.log(`\nwritten to ${file}`);
+  writeResults('scale', { tool: TOOL, rate: RATE, durationSeconds: DURATION, cacheSize: CACHE_SIZE, ...results });
   process.exit(0);
 }
 

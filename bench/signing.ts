@@ -3,7 +3,9 @@
  * signers, and AWS's @smithy/signature-v4 on the same request (a Lambda
  * invoke with a 1 KiB JSON body). Rounds are interleaved (A B C A B C …) so
  * that drift in the machine hits all alike; each figure is the median of
- * the rounds. Run: npm run bench:signing
+ * the rounds. Prints a table and writes bench/results/signing-*.json.
+ * Run: npm run bench:signing
+ * Options: --rounds N (5), --round-ms MS (1000).
  */
 import { Hash } from '@smithy/hash-node';
 import { HttpRequest } from '@smithy/protocol-http';
@@ -12,9 +14,18 @@ import { performance } from 'node:perf_hooks';
 import { aws4 } from '../src/signing/aws4.js';
 import { cap1 } from '../src/signing/cap1.js';
 import type { OutgoingRequest } from '../src/signing/signer.js';
+import { median } from './load.js';
+import { commandLine, positiveOption } from './options.js';
+import { writeResults } from './results.js';
 
-const ROUNDS = Number(process.env.ROUNDS ?? 5);
-const ROUND_MS = Number(process.env.ROUND_MS ?? 1000);
+const { values } = commandLine({
+  options: {
+    rounds: { type: 'string', default: '5' },
+    'round-ms': { type: 'string', default: '1000' },
+  },
+});
+const ROUNDS = positiveOption('rounds', values.rounds);
+const ROUND_MS = positiveOption('round-ms', values['round-ms']);
 
 const body = Buffer.from(JSON.stringify({ data: 'x'.repeat(1000) }));
 const request: OutgoingRequest = {
@@ -57,8 +68,6 @@ async function round(subject: Subject): Promise<number> {
   return count / ((performance.now() - start) / 1000);
 }
 
-const median = (values: number[]): number => [...values].sort((a, b) => a - b)[Math.floor(values.length / 2)]!;
-
 async function main(): Promise<void> {
   for (const subject of subjects) await round({ ...subject, run: subject.run }); // warm-up
   const results = new Map<string, number[]>(subjects.map((subject) => [subject.name, []]));
@@ -66,12 +75,11 @@ async function main(): Promise<void> {
     for (const subject of subjects) results.get(subject.name)!.push(await round(subject));
   }
   const baseline = median(results.get('@smithy/signature-v4')!);
+  const rows = [...results].map(([signer, rates]) => ({ signer, signaturesPerSecond: Math.round(median(rates)), vsSmithy: median(rates) / baseline, rounds: rates.map(Math.round) }));
   console.log(`signatures per second, median of ${ROUNDS} interleaved rounds of ${ROUND_MS} ms (node ${process.version})`);
   console.log(`${'signer'.padEnd(28)} ${'sig/s'.padStart(10)}  vs @smithy/signature-v4`);
-  for (const [name, values] of results) {
-    const rate = median(values);
-    console.log(`${name.padEnd(28)} ${Math.round(rate).toString().padStart(10)}  ${(rate / baseline).toFixed(2)}×`);
-  }
+  for (const row of rows) console.log(`${row.signer.padEnd(28)} ${row.signaturesPerSecond.toString().padStart(10)}  ${row.vsSmithy.toFixed(2)}×`);
+  writeResults('signing', { rounds: ROUNDS, roundMs: ROUND_MS, rows });
 }
 
 await main();
