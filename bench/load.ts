@@ -4,13 +4,11 @@
  * generator (fixed-rate.ts: microsecond latencies, no coordinated
  * omission) for latency at a given rate.
  */
-import { execFile, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-
-const run = promisify(execFile);
+import { runTethered } from './children.js';
 
 export interface LoadSpec {
   url: string;
@@ -85,9 +83,7 @@ done = function(summary, latency, requests)
 end
 `,
   );
-  const { stdout } = await run('wrk', ['-t1', `-c${spec.connections}`, `-d${spec.durationSeconds}s`, '-s', script, spec.url], { maxBuffer: 1 << 24 }).finally(() =>
-    rmSync(dir, { recursive: true, force: true }),
-  );
+  const stdout = await runTethered('wrk', ['-t1', `-c${spec.connections}`, `-d${spec.durationSeconds}s`, '-s', script, spec.url]).finally(() => rmSync(dir, { recursive: true, force: true }));
   const summary = JSON.parse(stdout.trim().split('\n').at(-1)!) as { requests: number; duration: number; failures: number; p50: number; p99: number; p999: number };
   return {
     requestsPerSecond: summary.requests / (summary.duration / 1e6),
@@ -105,8 +101,7 @@ async function runScript(name: string, spec: LoadSpec): Promise<LoadResult> {
   const file = join(dir, 'spec.json');
   writeFileSync(file, JSON.stringify(spec));
   try {
-    const { stdout } = await run(process.execPath, [new URL(`./${name}`, import.meta.url).pathname, file], { maxBuffer: 1 << 20 });
-    return JSON.parse(stdout) as LoadResult;
+    return JSON.parse(await runTethered(process.execPath, [new URL(`./${name}`, import.meta.url).pathname, file])) as LoadResult;
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

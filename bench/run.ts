@@ -71,7 +71,7 @@ async function main(): Promise<void> {
       const next = await control(membrane.url, membrane.create, { id: `delegate-${i}` });
       capability = (await control(membrane.url, next.capabilities.export, { capability })).capability as string;
     }
-    return { url: membrane.url, pid: membrane.child.pid!, capability };
+    return { url: membrane.url, pid: membrane.pid, capability };
   };
   const plainConfig = (url: string): object => ({ uri: `${url}/`, headers: { 'X-Injected': 'membrane' } });
   const plain = await serve(plainConfig);
@@ -87,9 +87,9 @@ async function main(): Promise<void> {
   const get = { method: 'GET', headers: {} };
   const post = { method: 'POST', headers: { 'content-type': 'application/json' }, body: POST_BODY };
   const subjects: Subject[] = [
-    { name: 'direct', pid: target.child.pid!, spec: { url: target.url, ...get } },
-    { name: 'floor', pid: floor.child.pid!, spec: { url: floor.url, ...get } },
-    ...(nginx === undefined ? [] : [{ name: 'nginx', pid: nginx.child.pid!, spec: { url: nginx.url, ...get } }]),
+    { name: 'direct', pid: target.pid, spec: { url: target.url, ...get } },
+    { name: 'floor', pid: floor.pid, spec: { url: floor.url, ...get } },
+    ...(nginx === undefined ? [] : [{ name: 'nginx', pid: nginx.pid, spec: { url: nginx.url, ...get } }]),
     { name: 'membrane-plain', pid: plain.pid, spec: { url: plain.url, ...get, headers: { authorization: bearer(plain.capability) } } },
     { name: 'membrane-aws4', pid: aws4.pid, spec: { url: aws4.url, ...post, headers: { ...post.headers, authorization: bearer(aws4.capability) } } },
     { name: 'membrane-cap1', pid: cap1.pid, spec: { url: cap1.url, ...post, headers: { ...post.headers, authorization: bearer(cap1.capability) } } },

@@ -142,7 +142,7 @@ async function main(): Promise<void> {
     await l.close();
     const loadSeconds = (performance.now() - started) / 1000;
     const cached = await startMembrane({ dataDir: dir, env, args: ['--audit', 'off'] });
-    const rssAtStartBytes = rss(cached.child.pid!);
+    const rssAtStartBytes = rss(cached.pid);
     const uncached = await startMembrane({ dataDir: dir, env, args: ['--audit', 'off', '--cache-size', '1'] });
     const sample = pick(tokens, SAMPLE);
     // Every capability of the sample once (so the cache holds them), and enough invocations to warm up the JIT.
@@ -155,7 +155,7 @@ async function main(): Promise<void> {
     for (const store of stores) {
       for (const mode of ['cached', 'uncached'] as const) {
         const server = store.servers[mode];
-        const result = await measured(server.url, server.child.pid!, store.sample);
+        const result = await measured(server.url, server.pid, store.sample);
         const key = `${store.size} ${mode}`;
         runs.set(key, [...(runs.get(key) ?? []), result]);
         console.log(`  round ${round}: ${String(store.size).padStart(8)} ${mode.padEnd(8)} p50 ${result.p50.toFixed(2)} ms, p99 ${result.p99.toFixed(2)} ms, ${result.cpuMicrosPerRequest.toFixed(0)} µs CPU${result.failures > 0 ? ` (${result.failures} failures)` : ''}`);
@@ -170,7 +170,7 @@ async function main(): Promise<void> {
     cached: medianRun(runs.get(`${store.size} cached`)!),
     uncached: medianRun(runs.get(`${store.size} uncached`)!),
   }));
-  for (const store of stores) for (const server of Object.values(store.servers)) server.child.kill('SIGKILL');
+  for (const store of stores) for (const server of Object.values(store.servers)) server.stop('SIGKILL');
   results.lookup = lookup;
   const all = stores.at(-1)!.tokens;
   const dataDir = stores.at(-1)!.dataDir;
@@ -178,10 +178,10 @@ async function main(): Promise<void> {
   // 2. RSS at the largest store, the cache full and churning.
   const churn = pick(all, Math.min(all.length, 2 * CACHE_SIZE));
   const big = await startMembrane({ dataDir, env, args: ['--audit', 'off'] });
-  const rssIdle = rss(big.child.pid!);
+  const rssIdle = rss(big.pid);
   const churned = await invokeEach(big.url, churn);
-  const rssFull = rss(big.child.pid!);
-  big.child.kill('SIGKILL');
+  const rssFull = rss(big.pid);
+  big.stop('SIGKILL');
   results.rss = { capabilities: all.length, distinctInvoked: churn.length, statuses: churned, idleBytes: rssIdle, cacheFullBytes: rssFull };
   console.log(`RSS at ${all.length} capabilities: ${mib(rssIdle)} MiB at start, ${mib(rssFull)} MiB after invoking ${churn.length} distinct ones (cache full)`);
 
@@ -236,7 +236,7 @@ async function main(): Promise<void> {
   const checkStarted = performance.now();
   const after = await invokeEach(server.url, descendants);
   const checkSeconds = (performance.now() - checkStarted) / 1000;
-  server.child.kill('SIGKILL');
+  server.stop('SIGKILL');
   const lastSuccess = Math.max(...probes.filter((probe) => probe.status === 200).map((probe) => probe.answered));
   const revocation = {
     descendants: descendants.length,
@@ -266,7 +266,7 @@ async function main(): Promise<void> {
     { url: exporter.url, method: 'POST', headers: { authorization: bearer(m.capabilities.export) }, body: JSON.stringify({ uri: `${target.url}/x` }), connections: 32, durationSeconds: DURATION },
     TOOL,
   );
-  exporter.child.kill('SIGKILL');
+  exporter.stop('SIGKILL');
   results.exports = exportLoad;
   console.log(`exports over HTTP (durable, audit on): ${Math.round(exportLoad.requestsPerSecond)} capabilities/s, p99 ${exportLoad.p99.toFixed(2)} ms`);
 

@@ -1,25 +1,29 @@
-/** The processes a benchmark runs against: the target, the floor proxy, nginx, Membrane. */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+/**
+ * The processes a benchmark runs against: the target, the floor proxy,
+ * nginx, Membrane. Each is tethered to the harness (children.ts), so none
+ * outlives it.
+ */
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { signal, startTethered } from './children.js';
 
 export const REPO = fileURLToPath(new URL('../../', import.meta.url));
 const HERE = fileURLToPath(new URL('.', import.meta.url));
 
 export interface Started {
   url: string;
-  child: ChildProcess;
-  stop(): void;
+  /** The process's id (for its CPU time and memory). */
+  pid: number;
+  /** Sends it a signal: SIGTERM (the default) to stop, SIGKILL to stop at once. */
+  stop(signal?: NodeJS.Signals): void;
 }
 
-const children: ChildProcess[] = [];
 const directories: string[] = [];
-// SIGTERM, not SIGKILL: nginx's master stops its workers only when it is asked to.
 process.on('exit', () => {
-  for (const child of children) child.kill('SIGTERM');
   for (const dir of directories) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -30,20 +34,20 @@ export function temporaryDirectory(prefix: string): string {
 }
 
 /** Starts a process and resolves with what its output said once `ready` matches it. */
-export function startProcess(file: string, args: string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<{ child: ChildProcess; match: RegExpExecArray; output: () => string }> {
-  const child = spawn(file, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  children.push(child);
+export async function startProcess(file: string, args: string[], env: NodeJS.ProcessEnv, ready: RegExp): Promise<{ pid: number; match: RegExpExecArray; output: () => string }> {
+  const { launcher, pid, exited } = startTethered(file, args, env);
   let output = '';
-  return new Promise((resolve, reject) => {
+  const match = await new Promise<RegExpExecArray>((resolve, reject) => {
     const check = (chunk: Buffer): void => {
       output += chunk.toString();
-      const match = ready.exec(output);
-      if (match) resolve({ child, match, output: () => output });
+      const found = ready.exec(output);
+      if (found) resolve(found);
     };
-    child.stdout!.on('data', check);
-    child.stderr!.on('data', check);
-    child.on('exit', (code) => reject(new Error(`${file} ${args.join(' ')} exited with ${code}:\n${output}`)));
+    launcher.stdout!.on('data', check);
+    launcher.stderr!.on('data', check);
+    void exited.then((code) => reject(new Error(`${file} ${args.join(' ')} exited with ${code}:\n${output}`)));
   });
+  return { pid: await pid, match, output: () => output };
 }
 
 export async function freePort(): Promise<number> {
@@ -54,18 +58,18 @@ export async function freePort(): Promise<number> {
   return port;
 }
 
-function started(child: ChildProcess, url: string): Started {
-  return { url, child, stop: () => void child.kill('SIGTERM') };
+function started(pid: number, url: string): Started {
+  return { url, pid, stop: (name = 'SIGTERM') => signal(pid, name) };
 }
 
 export async function startTarget(): Promise<Started> {
-  const { child, match } = await startProcess(process.execPath, [join(HERE, 'servers', 'target.js'), '0'], {}, /listening (\d+)/);
-  return started(child, `http://127.0.0.1:${match[1]}`);
+  const { pid, match } = await startProcess(process.execPath, [join(HERE, 'servers', 'target.js'), '0'], {}, /listening (\d+)/);
+  return started(pid, `http://127.0.0.1:${match[1]}`);
 }
 
 export async function startFloor(target: string): Promise<Started> {
-  const { child, match } = await startProcess(process.execPath, [join(HERE, 'servers', 'floor.js'), '0', target], {}, /listening (\d+)/);
-  return started(child, `http://127.0.0.1:${match[1]}`);
+  const { pid, match } = await startProcess(process.execPath, [join(HERE, 'servers', 'floor.js'), '0', target], {}, /listening (\d+)/);
+  return started(pid, `http://127.0.0.1:${match[1]}`);
 }
 
 export function haveNginx(): boolean {
@@ -103,14 +107,16 @@ http {
 }
 `,
   );
-  const child = spawn('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir, '-g', 'daemon off;'], { stdio: ['ignore', 'ignore', 'pipe'] });
-  children.push(child);
+  const nginx = startTethered('nginx', ['-c', join(dir, 'nginx.conf'), '-p', dir, '-g', 'daemon off;']);
+  nginx.launcher.stdout!.resume();
+  nginx.launcher.stderr!.resume();
+  const pid = await nginx.pid;
   for (let i = 0; i < 100; i++) {
     const ok = await fetch(`http://127.0.0.1:${port}/`).then(
       (response) => response.ok,
       () => false,
     );
-    if (ok) return started(child, `http://127.0.0.1:${port}`);
+    if (ok) return started(pid, `http://127.0.0.1:${port}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
   throw new Error('nginx did not start');
@@ -124,14 +130,14 @@ export interface StartedMembrane extends Started {
 /** A Membrane server as `membrane serve` runs it by default (audit trail on), allowing loopback targets. */
 export async function startMembrane(options: { dataDir?: string; env?: NodeJS.ProcessEnv; args?: string[]; nodeArgs?: string[] } = {}): Promise<StartedMembrane> {
   const dataDir = options.dataDir ?? temporaryDirectory('membrane-bench-data-');
-  const { child, match, output } = await startProcess(
+  const { pid, match, output } = await startProcess(
     process.execPath,
     [...(options.nodeArgs ?? []), join(REPO, 'bin', 'membrane'), 'serve', '--port', '0', '--data-dir', dataDir, '--no-capi-profile', ...(options.args ?? [])],
     { MEMBRANE_ALLOW_TARGETS: '127.0.0.0/8', MEMBRANE_LOG_LEVEL: 'info', ...options.env },
     /"url":"(http:\/\/[^"]+)"[^\n]*"msg":"listening"/,
   );
   const create = /create:\s+(cpblty:\S+)/.exec(output())?.[1] ?? '';
-  return { ...started(child, match[1]!), dataDir, create };
+  return { ...started(pid, match[1]!), dataDir, create };
 }
 
 /** Calls a capability on Membrane's control plane and returns the JSON answer. */
