@@ -12,14 +12,17 @@ import { join } from 'node:path';
 import { defaultAuthority, type ServeConfig } from './config.js';
 import { ConfigurationError } from './errors.js';
 import { openAuditTrail, type AuditTrail } from './audit/audit-trail.js';
+import { BodyRateWatch } from './body-rate.js';
 import { createRequestHandler } from './http/handler.js';
 import { answerClientError, answerExpectation, sendJson, sendRawError } from './http/respond.js';
 import { instrumentStore, Metrics } from './metrics.js';
 import type { Logger } from './log.js';
+import { ConnectionShares } from './proxy/connection-shares.js';
 import { TargetProxy } from './proxy/proxy.js';
 import { TargetPolicy } from './proxy/target-policy.js';
 import { loadMasterKey, type KeyRing } from './secrets.js';
 import { MembraneService, type RootCapabilities } from './service/membrane-service.js';
+import { SharedLimit } from './shares.js';
 import { DATABASE_FILE_NAME, SqliteStore } from './store/sqlite/sqlite-store.js';
 import type { Store } from './store/store.js';
 
@@ -55,6 +58,19 @@ export async function openStore(dataDir: string, masterKey: string | undefined, 
   }
 }
 
+export interface HeldResources {
+  /** Invocations in flight. */
+  invocations: number;
+  /** Bytes of request bodies reserved in memory. */
+  bodyBytes: number;
+  /** Targets with requests active or waiting for a connection. */
+  targets: number;
+  /** Request bodies watched for their rate. */
+  watchedBodies: number;
+  /** Membranes with an invocation in flight below them. */
+  membranesInFlight: number;
+}
+
 export interface RunningMembrane {
   /** Base URL the server answers on (http:// or https://). */
   url: string;
@@ -67,6 +83,8 @@ export interface RunningMembrane {
   bootstrap: RootCapabilities | undefined;
   /** The audit trail (its ids let tests and tools correlate lines). */
   audit: AuditTrail;
+  /** What requests hold now of the shared bounds (all zero when nothing is in flight: nothing is left behind). */
+  held(): HeldResources;
   /** Stops accepting, lets in-flight requests finish (up to the drain timeout), then closes everything. */
   close(): Promise<void>;
 }
@@ -91,10 +109,17 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
     },
   });
   const targetPolicy = new TargetPolicy(config.allowTargets);
+  const fractions = { tenant: config.tenantShare, capability: config.capabilityShare };
+  const bodyBudget = new SharedLimit(config.bodyMemoryLimit, fractions);
+  const bodyRate = new BodyRateWatch({ minBytesPerSecond: config.minBodyRate, windowMs: config.bodyRateWindowMs });
+  const connections = new ConnectionShares({ perTarget: config.connectionsPerTarget, fractions, waitTimeoutMs: config.queueTimeoutMs });
+  const inFlight = new SharedLimit(config.maxInFlight, fractions);
   const proxy = new TargetProxy({
     targetPolicy,
     onTargetError: (reason) => metrics.targetErrors.inc({ reason }),
-    connectionsPerTarget: config.connectionsPerTarget,
+    connections,
+    bodyBudget,
+    bodyRate,
     targetTimeoutMs: config.targetTimeoutMs,
     connectTimeoutMs: config.connectTimeoutMs,
     signedBodyLimit: config.signedBodyLimit,
@@ -148,7 +173,18 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
   let draining = false;
   server.on(
     'request',
-    createRequestHandler({ service, proxy, audit, metrics, logger, controlBodyLimit: config.controlBodyLimit, maxInFlight: config.maxInFlight, draining: () => draining }),
+    createRequestHandler({
+      service,
+      proxy,
+      audit,
+      metrics,
+      logger,
+      controlBodyLimit: config.controlBodyLimit,
+      inFlight,
+      bodyBudget,
+      bodyRate,
+      draining: () => draining,
+    }),
   );
   server.on('clientError', answerClientError);
   server.on('checkExpectation', answerExpectation);
@@ -175,6 +211,7 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
       clearInterval(sweep);
       clearTimeout(deadline);
       if (admin !== undefined) await new Promise<void>((resolve) => admin!.close(() => resolve()));
+      bodyRate.close();
       await proxy.close();
       await audit.close();
       await store.close();
@@ -195,6 +232,13 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
     service,
     bootstrap,
     audit,
+    held: () => ({
+      invocations: inFlight.used,
+      bodyBytes: bodyBudget.used,
+      targets: connections.targets,
+      watchedBodies: bodyRate.size,
+      membranesInFlight: service.membranesInFlight,
+    }),
     close,
   };
 }

@@ -1,48 +1,141 @@
-/** Reading a whole request body into memory, bounded. */
+/**
+ * Reading a whole request body into memory, bounded three ways: one body
+ * may hold at most `limit` bytes (413 beyond); all bodies held at once may
+ * hold at most a shared budget, with fair shares per tenant and per
+ * capability (503 and `Retry-After` beyond); and a body must keep arriving
+ * at the minimum body rate (408 otherwise).
+ *
+ * A body costs about what it weighs, however it is cut into chunks: its
+ * bytes are copied into one buffer as they arrive (never kept as a list of
+ * the parser's chunks, each an object of its own), sized from
+ * `Content-Length` when there is one and otherwise doubled as it fills.
+ * Budget is reserved before memory is taken: the declared length at once
+ * (so an oversized wave of uploads is refused before anything is read),
+ * or each growth of the buffer for a body without a length.
+ */
 import type { IncomingMessage } from 'node:http';
-import { BadRequestError, PayloadTooLargeError } from './errors.js';
+import type { BodyRateWatch } from './body-rate.js';
+import { BadRequestError, PayloadTooLargeError, RequestTimeoutError, ServiceUnavailableError, type MembraneError } from './errors.js';
+import type { Holder, Refusal, SharedLimit } from './shares.js';
+
+/** Bytes of request bodies held for one request, reserved from the shared budget and given back together. */
+export class BodyBudgetLease {
+  #reserved = 0;
+
+  constructor(
+    readonly budget: SharedLimit,
+    readonly holder: Holder,
+  ) {}
+
+  /** Reserves `bytes` more; throws 503 if the budget or a share is spent. */
+  reserve(bytes: number): void {
+    const refusal = this.budget.take(this.holder, bytes);
+    if (refusal !== undefined) throw new ServiceUnavailableError(BUDGET_MESSAGES[refusal], { 'retry-after': '1' });
+    this.#reserved += bytes;
+  }
+
+  /** Gives back everything reserved. */
+  release(): void {
+    this.budget.release(this.holder, this.#reserved);
+    this.#reserved = 0;
+  }
+}
+
+const BUDGET_MESSAGES: Record<Refusal, string> = {
+  total: 'too many request bodies are held in memory right now; try again shortly',
+  tenant: "this tenant's capabilities hold their share of the memory for request bodies; try again shortly",
+  capability: 'this capability holds its share of the memory for request bodies; try again shortly',
+};
+
+export interface ReadBodyOptions {
+  /** Largest body, in bytes (413 beyond). */
+  limit: number;
+  /** Where the body's memory is reserved; without one, only `limit` bounds it. */
+  lease?: BodyBudgetLease | undefined;
+  /** Cuts the body off (408) if it arrives below the minimum rate. */
+  rate?: BodyRateWatch | undefined;
+  /** Registers how to stop the read from outside (it then rejects with the reason given). */
+  whenAborted?: ((stop: (reason: MembraneError) => void) => void) | undefined;
+}
+
+/** First size of the buffer of a body without a length (it doubles as it fills). */
+const INITIAL_CAPACITY = 16 * 1024;
 
 /**
- * Reads the whole body, refusing with 413 as soon as `Content-Length` or
- * the bytes received exceed `limit`. On refusal the rest is left unread
- * (the caller closes the connection after answering).
+ * Reads the whole body, refusing as soon as `Content-Length`, the bytes
+ * received, the budget or the rate say so. On refusal the rest is left
+ * unread (the caller closes the connection after answering).
  */
-export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+export function readBody(req: IncomingMessage, options: ReadBodyOptions): Promise<Buffer> {
+  const { limit, lease } = options;
   const tooLarge = (): PayloadTooLargeError => new PayloadTooLargeError(`the request body must be at most ${limit} bytes`);
-  const declared = req.headers['content-length'];
-  if (declared !== undefined && Number(declared) > limit) return Promise.reject(tooLarge());
+  const header = req.headers['content-length'];
+  const declared = header === undefined ? undefined : Number(header);
+  if (declared !== undefined && declared > limit) return Promise.reject(tooLarge());
   if (req.readableEnded) return Promise.resolve(Buffer.alloc(0));
+  try {
+    if (declared !== undefined) lease?.reserve(declared);
+  } catch (error) {
+    return Promise.reject(error as Error);
+  }
   return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
+    let buffer = Buffer.allocUnsafe(declared === undefined ? 0 : Math.min(declared, 64 * 1024));
     let received = 0;
-    const cleanup = (): void => {
+    let settled = false;
+    const finish = (): void => {
+      settled = true;
+      unwatch();
       req.off('data', onData);
       req.off('end', onEnd);
       req.off('error', onCut);
       req.off('close', onCut);
     };
+    const refuse = (error: Error): void => {
+      if (settled) return;
+      finish();
+      req.pause();
+      reject(error);
+    };
+    /** Room for `more` bytes: the buffer doubled (within the declared length or the limit), its growth reserved first when no length was declared. */
+    const grow = (more: number): void => {
+      const needed = received + more;
+      const ceiling = declared ?? limit;
+      let capacity = Math.max(buffer.length * 2, declared === undefined ? INITIAL_CAPACITY : 64 * 1024);
+      while (capacity < needed) capacity *= 2;
+      capacity = Math.min(capacity, ceiling);
+      if (declared === undefined) lease?.reserve(capacity - buffer.length);
+      const larger = Buffer.allocUnsafe(capacity);
+      buffer.copy(larger, 0, 0, received);
+      buffer = larger;
+    };
     const onData = (chunk: Buffer): void => {
-      received += chunk.length;
-      if (received > limit) {
-        cleanup();
-        req.pause();
-        reject(tooLarge());
+      if (received + chunk.length > limit) {
+        refuse(tooLarge());
         return;
       }
-      chunks.push(chunk);
+      try {
+        if (received + chunk.length > buffer.length) grow(chunk.length);
+      } catch (error) {
+        refuse(error as Error);
+        return;
+      }
+      chunk.copy(buffer, received);
+      received += chunk.length;
     };
     const onEnd = (): void => {
-      cleanup();
-      resolve(Buffer.concat(chunks, received));
+      if (settled) return;
+      finish();
+      resolve(buffer.subarray(0, received));
     };
     // The connection went before the body was complete (the client left, or its body was malformed).
-    const onCut = (): void => {
-      cleanup();
-      reject(new BadRequestError('the request body ended before it was complete'));
-    };
+    const onCut = (): void => refuse(new BadRequestError('the request body ended before it was complete'));
+    const unwatch = options.rate?.watch(req, () => refuse(new RequestTimeoutError(options.rate!.stallMessage))) ?? noop;
+    options.whenAborted?.(refuse);
     req.on('data', onData);
     req.on('end', onEnd);
     req.on('error', onCut);
     req.on('close', onCut);
   });
 }
+
+const noop = (): void => undefined;

@@ -22,6 +22,18 @@ export interface ServeConfig {
   targetTimeoutMs: number;
   connectTimeoutMs: number;
   connectionsPerTarget: number;
+  /** Fraction of each shared bound (invocations in flight, connections to a target, body memory) one tenant's capabilities may hold. */
+  tenantShare: number;
+  /** Fraction of each shared bound one capability may hold. */
+  capabilityShare: number;
+  /** Longest wait for a connection to a target (503 beyond). */
+  queueTimeoutMs: number;
+  /** Most bytes of request bodies held in memory at once, across all requests. */
+  bodyMemoryLimit: number;
+  /** Least rate a request body must keep up, bytes per second (0: no minimum). */
+  minBodyRate: number;
+  /** The window over which the body rate is measured. */
+  bodyRateWindowMs: number;
   cacheSize: number;
   controlBodyLimit: number;
   signedBodyLimit: number;
@@ -40,7 +52,7 @@ export interface ServeConfig {
   masterKey: string | undefined;
 }
 
-type Kind = 'string' | 'integer' | 'list';
+type Kind = 'string' | 'integer' | 'number' | 'list';
 
 interface OptionSpec {
   flag: string;
@@ -53,6 +65,7 @@ interface OptionSpec {
 }
 
 const INTEGER = (minimum: number, maximum: number): object => ({ type: 'integer', minimum, maximum });
+const FRACTION = { type: 'number', exclusiveMinimum: 0, maximum: 1 };
 
 export const SERVE_OPTIONS = {
   dataDir: { flag: 'data-dir', env: 'MEMBRANE_DATA_DIR', kind: 'string', schema: { type: 'string', minLength: 1 }, default: './data', help: 'data directory (SQLite store, master key file)' },
@@ -74,6 +87,18 @@ export const SERVE_OPTIONS = {
   targetTimeoutMs: { flag: 'target-timeout-ms', env: 'MEMBRANE_TARGET_TIMEOUT_MS', kind: 'integer', schema: INTEGER(1, 2_147_483_647), default: 60_000, help: "upper bound of a target's idle timeout" },
   connectTimeoutMs: { flag: 'connect-timeout-ms', env: 'MEMBRANE_CONNECT_TIMEOUT_MS', kind: 'integer', schema: INTEGER(1, 2_147_483_647), default: 10_000, help: 'timeout for connecting to a target' },
   connectionsPerTarget: { flag: 'connections-per-target', env: 'MEMBRANE_CONNECTIONS_PER_TARGET', kind: 'integer', schema: INTEGER(1, 100_000), default: 256, help: 'most connections to one target at once (more requests queue)' },
+  tenantShare: {
+    flag: 'tenant-share', env: 'MEMBRANE_TENANT_SHARE', kind: 'number', schema: FRACTION, default: 0.5,
+    help: "fraction of each shared bound (in flight, connections per target, body memory) one tenant's capabilities may hold",
+  },
+  capabilityShare: { flag: 'capability-share', env: 'MEMBRANE_CAPABILITY_SHARE', kind: 'number', schema: FRACTION, default: 0.25, help: 'fraction of each shared bound one capability may hold' },
+  queueTimeoutMs: { flag: 'queue-timeout-ms', env: 'MEMBRANE_QUEUE_TIMEOUT_MS', kind: 'integer', schema: INTEGER(1, 2_147_483_647), default: 10_000, help: 'longest wait for a connection to a target (503 beyond)' },
+  bodyMemoryLimit: {
+    flag: 'body-memory-limit', env: 'MEMBRANE_BODY_MEMORY_LIMIT', kind: 'integer', schema: INTEGER(65_536, 68_719_476_736), default: 134_217_728,
+    help: 'most bytes of request bodies held in memory at once, all requests together (503 beyond)',
+  },
+  minBodyRate: { flag: 'min-body-rate', env: 'MEMBRANE_MIN_BODY_RATE', kind: 'integer', schema: INTEGER(0, 1_073_741_824), default: 1_024, help: 'least rate a request body must keep up, bytes per second (408 below; 0: none)' },
+  bodyRateWindowMs: { flag: 'body-rate-window-ms', env: 'MEMBRANE_BODY_RATE_WINDOW_MS', kind: 'integer', schema: INTEGER(100, 3_600_000), default: 10_000, help: 'window over which --min-body-rate is measured' },
   cacheSize: { flag: 'cache-size', env: 'MEMBRANE_CACHE_SIZE', kind: 'integer', schema: INTEGER(1, 100_000_000), default: 10_000, help: 'resolved capabilities kept in memory (about 0.8 KB each)' },
   controlBodyLimit: { flag: 'control-body-limit', env: 'MEMBRANE_CONTROL_BODY_LIMIT', kind: 'integer', schema: INTEGER(1024, 16_777_216), default: 65_536, help: 'largest control-plane request body, bytes' },
   signedBodyLimit: { flag: 'signed-body-limit', env: 'MEMBRANE_SIGNED_BODY_LIMIT', kind: 'integer', schema: INTEGER(0, 1_073_741_824), default: 6_291_456, help: 'largest request body a signature covers, bytes (it is buffered)' },
@@ -135,6 +160,11 @@ export function resolveServeConfig(flags: Readonly<Record<string, string | undef
   if ((options.idleTimeoutMs as number) <= (options.targetTimeoutMs as number)) {
     throw new InvalidSettingError('--idle-timeout-ms (MEMBRANE_IDLE_TIMEOUT_MS) must be longer than --target-timeout-ms, or a slow target would have its requester cut off first');
   }
+  if ((options.signedBodyLimit as number) > (options.bodyMemoryLimit as number) * (options.capabilityShare as number)) {
+    throw new InvalidSettingError(
+      '--signed-body-limit (MEMBRANE_SIGNED_BODY_LIMIT) must fit in one capability\'s share of --body-memory-limit (MEMBRANE_BODY_MEMORY_LIMIT × MEMBRANE_CAPABILITY_SHARE), or the largest signed body could never be buffered',
+    );
+  }
   if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) {
     throw new InvalidSettingError('--tls-cert and --tls-key (MEMBRANE_TLS_CERT, MEMBRANE_TLS_KEY) must be given together');
   }
@@ -148,6 +178,7 @@ export function defaultAuthority(port: number): string {
 
 function convert(text: string, kind: Kind): unknown {
   if (kind === 'integer') return /^-?[0-9]{1,16}$/.test(text.trim()) ? Number(text.trim()) : text;
+  if (kind === 'number') return /^-?(?:[0-9]{1,16}(?:\.[0-9]{1,16})?|\.[0-9]{1,16})$/.test(text.trim()) ? Number(text.trim()) : text;
   if (kind === 'list') return text.split(',').map((item) => item.trim()).filter((item) => item !== '');
   return text;
 }

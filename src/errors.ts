@@ -42,6 +42,13 @@ export class MethodNotAllowedError extends MembraneError {
   }
 }
 
+/** The requester's body arrived too slowly (below the minimum body rate) or stopped. */
+export class RequestTimeoutError extends MembraneError {
+  readonly status = 408;
+  readonly reason = 'Request Timeout';
+  readonly code = 'MEMBRANE_REQUEST_TIMEOUT';
+}
+
 export class ConflictError extends MembraneError {
   readonly status = 409;
   readonly reason = 'Conflict';

@@ -67,6 +67,8 @@ function describeError(error: ErrorObject, rootName: string): string {
       return `${path} must be at least ${params.limit}`;
     case 'maximum':
       return `${path} must be at most ${params.limit}`;
+    case 'exclusiveMinimum':
+      return `${path} must be greater than ${params.limit}`;
     case 'maxProperties':
       return description !== undefined ? `${path} must be ${description}` : `${path} has more than ${params.limit} fields`;
     case 'minProperties':

@@ -126,12 +126,15 @@ describe('audit lines', () => {
     assert.equal(exports[2].status, 400);
     assert.equal(exports[2].message, 'config.uri must use the http or https scheme');
 
-    // capability.invoke: owner, chain, target host and method, status, bytes.
+    // capability.invoke: owner, parent, root and chain length, target host and method, status, bytes.
     const invocation = lines.find((line) => line.action === 'capability.invoke' && line.status === 200)!;
     assert.equal(invocation.phase, 'event');
     assert.equal(invocation.capability, idOf(delegated));
     assert.equal(invocation.membrane, 'bob');
-    assert.deepEqual(invocation.chain, [idOf(original)]);
+    assert.equal(invocation.parent, idOf(original));
+    assert.equal(invocation.root, idOf(original));
+    assert.equal(invocation.chainLength, 2);
+    assert.equal(invocation.chain, undefined);
     assert.deepEqual(invocation.target, { host: `127.0.0.1:${target.port}`, method: 'PUT' });
     assert.equal(invocation.bytesIn, 12);
     assert.ok(invocation.bytesOut > 100, String(invocation.bytesOut));

@@ -12,7 +12,7 @@ test('a body that has fully arrived before it is read is still read whole', asyn
     // Let the whole (small) request arrive and be parsed before reading it.
     void sleep(50).then(async () => {
       assert.equal(req.complete, true);
-      const body = await readBody(req, 1024);
+      const body = await readBody(req, { limit: 1024 });
       res.end(body.toString('hex'));
     });
   });

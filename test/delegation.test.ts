@@ -3,11 +3,15 @@
  * each level in turn, checking the fate of every capability.
  */
 import assert from 'node:assert/strict';
+import { readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { after, before, beforeEach, describe, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Agent, request } from 'undici';
 import { call, tokenOf } from './helpers/client.js';
 import { startTestMembrane, type TestMembrane } from './helpers/membrane.js';
 import { startTarget, type TestTarget } from './helpers/target.js';
+import { CHAIN_LENGTH_LIMIT } from '../src/store/store.js';
 
 let membrane: TestMembrane;
 let target: TestTarget;
@@ -132,22 +136,51 @@ describe('a chain A → B → C', () => {
 });
 
 describe('deep chains', () => {
-  test('a chain through 40 membranes resolves, and revoking the middle kills exactly the lower half', async () => {
-    const depth = 40;
+  /** A chain of `length` capabilities, each re-exported through a membrane of its own from the one before. */
+  async function chainOf(length: number, name: string): Promise<{ membranes: { export: string; revoke: string }[]; capabilities: string[] }> {
     const membranes = [];
     const capabilities: string[] = [];
-    for (let i = 0; i < depth; i++) {
-      const m = await membrane.control.createMembrane(membrane.roots.create, `deep-${i}`);
+    for (let i = 0; i < length; i++) {
+      const m = await membrane.control.createMembrane(membrane.roots.create, `${name}-${i}`);
       membranes.push(m);
-      capabilities.push(
-        await membrane.control.export(m.export, i === 0 ? { uri: `${target.url}/deep` } : { capability: capabilities[i - 1]! }),
-      );
+      capabilities.push(await membrane.control.export(m.export, i === 0 ? { uri: `${target.url}/deep` } : { capability: capabilities[i - 1]! }));
     }
+    return { membranes, capabilities };
+  }
+
+  test(`a chain of ${CHAIN_LENGTH_LIMIT} capabilities, the longest allowed, resolves, and revoking the middle kills exactly the lower half`, async () => {
+    const depth = CHAIN_LENGTH_LIMIT;
+    const { membranes, capabilities } = await chainOf(depth, 'deep');
     assert.equal((await call(membrane.url, capabilities[depth - 1]!)).json.url, '/deep');
     await membrane.control.revoke(membranes[depth / 2]!.revoke);
     for (let i = 0; i < depth; i++) {
       assert.equal(await membrane.control.statusOf(capabilities[i]!), i < depth / 2 ? 200 : 401, `link ${i}`);
     }
+  });
+
+  test('re-exporting the last capability of a full chain is refused with 400, naming the limit', async () => {
+    const { capabilities } = await chainOf(CHAIN_LENGTH_LIMIT, 'full');
+    const m = await membrane.control.createMembrane(membrane.roots.create, 'one-too-many');
+    const refused = await call(membrane.url, m.export, { body: { capability: capabilities[CHAIN_LENGTH_LIMIT - 1]! } });
+    assert.equal(refused.status, 400);
+    assert.equal(refused.json.message, `config.capability is already ${CHAIN_LENGTH_LIMIT} capabilities down from its original export, the longest chain allowed; it cannot be re-exported further`);
+    // One link up, the chain still has room.
+    assert.equal((await call(membrane.url, m.export, { body: { capability: capabilities[CHAIN_LENGTH_LIMIT - 2]! } })).status, 201);
+  });
+
+  test('an invocation at the end of a full chain writes an audit line of the same size as one at its second link', async () => {
+    const { capabilities } = await chainOf(CHAIN_LENGTH_LIMIT, 'audited');
+    for (const capability of [capabilities[1]!, capabilities[CHAIN_LENGTH_LIMIT - 1]!]) assert.equal(await membrane.control.statusOf(capability), 200);
+    await sleep(200); // invocation lines are written in batches, at least every 50 ms
+    const lines = (await readFile(join(membrane.dataDir, 'audit.log'), 'utf8')).trim().split('\n').filter((line) => line.includes('"capability.invoke"'));
+    const of = (capability: string): string => lines.find((line) => line.includes(membrane.audit.idOfUri(capability)!))!;
+    const [second, last] = [of(capabilities[1]!), of(capabilities[CHAIN_LENGTH_LIMIT - 1]!)];
+    assert.equal(JSON.parse(last).chainLength, CHAIN_LENGTH_LIMIT);
+    assert.equal(JSON.parse(last).root, membrane.audit.idOfUri(capabilities[0]!));
+    assert.equal(JSON.parse(last).parent, membrane.audit.idOfUri(capabilities[CHAIN_LENGTH_LIMIT - 2]!));
+    // Only the ids' bytes, the membrane names, the durations and the counters may differ.
+    assert.ok(Math.abs(last.length - second.length) < 40, `${second.length} vs ${last.length} bytes`);
+    assert.ok(last.length < 600, `${last.length} bytes`);
   });
 });
 

@@ -62,6 +62,20 @@ describe('method', () => {
     }
   });
 
+  test('a fixed method stays fixed: the requester’s method-override headers never reach the target', async () => {
+    const fixed = await exportConfig({ uri: `${target.url}/m`, method: 'POST' });
+    const overrides = { 'X-HTTP-Method-Override': 'DELETE', 'X-HTTP-Method': 'DELETE', 'X-Method-Override': 'DELETE', 'X-Other': 'kept' };
+    const received = await call(membrane.url, fixed, { method: 'POST', headers: overrides });
+    assert.equal(received.json.method, 'POST');
+    const names = receivedPairs(received.json.rawHeaders).map(([name]) => name);
+    for (const name of ['x-http-method-override', 'x-http-method', 'x-method-override']) assert.ok(!names.includes(name), name);
+    assert.ok(names.includes('x-other'));
+    // When the holder chooses the method anyway, the headers are theirs to send.
+    const free = await exportConfig({ uri: `${target.url}/m` });
+    const passed = receivedPairs((await call(membrane.url, free, { method: 'POST', headers: overrides })).json.rawHeaders);
+    assert.ok(passed.some(([name, value]) => name === 'x-http-method-override' && value === 'DELETE'));
+  });
+
   test('HEAD passes through without a body', async () => {
     const capability = await exportConfig({ uri: `${target.url}/head` });
     const result = await call(membrane.url, capability, { method: 'HEAD' });
@@ -183,6 +197,29 @@ describe('query', () => {
     assert.equal((await call(membrane.url, fixed, { path: '/x' })).json.url, '/q?fixed=1');
     assert.equal((await call(membrane.url, fixed, { path: '/x?' })).json.url, '/q?fixed=1');
     assert.equal((await call(membrane.url, plain, { path: '/x' })).json.url, '/q');
+  });
+
+  test('a raw # in the request target is refused with 400, and nothing is sent', async () => {
+    const capability = await exportConfig({ uri: `${target.url}/q`, allowQuery: true });
+    const before = target.requests.length;
+    for (const path of ['/x?a=1#b=2', '/x#frag', '/#']) {
+      const answer = await rawRequest(membrane.port, `GET ${path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokenOf(capability)}\r\nConnection: close\r\n\r\n`);
+      assert.match(answer, /^HTTP\/1\.1 400 /, path);
+      assert.match(answer, /"message":"the request target must not contain \\"#\\""/, path);
+    }
+    assert.equal(target.requests.length, before);
+  });
+
+  test('a requester’s query may not name a parameter the config’s uri fixes, however it is spelled', async () => {
+    const capability = await exportConfig({ uri: `${target.url}/q?region=eu&mode=fast`, allowQuery: true });
+    const before = target.requests.length;
+    for (const query of ['region=us', 'page=2&region=us', 'REGION=us', 'reg%69on=us', 'region%5B%5D=us', 'region[0]=us', 'region', 'a=1;region=us', 'Mode=slow']) {
+      const refused = await call(membrane.url, capability, { path: `/x?${query}` });
+      assert.equal(refused.status, 400, query);
+      assert.equal(refused.json.message, 'the query string names a parameter the capability fixes; it cannot be given again', query);
+    }
+    assert.equal(target.requests.length, before);
+    assert.equal((await call(membrane.url, capability, { path: '/x?page=2&regions=all' })).json.url, '/q?region=eu&mode=fast&page=2&regions=all');
   });
 
   test('the requester’s path never reaches the target', async () => {

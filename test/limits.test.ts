@@ -105,7 +105,8 @@ describe('in-flight bound and per-target connections', () => {
   let maxConcurrent = 0;
 
   before(async () => {
-    membrane = await startTestMembrane({ maxInFlight: 3, connectionsPerTarget: 2 });
+    // One tenant, one capability: the shares are the whole bounds here (shares have tests of their own).
+    membrane = await startTestMembrane({ maxInFlight: 3, connectionsPerTarget: 2, tenantShare: 1, capabilityShare: 1 });
     slow = await startTarget({
       respond: (_req, res) => {
         concurrent += 1;

@@ -13,7 +13,7 @@ import { request } from 'undici';
 import { requestReply } from '../src/sdk/client.js';
 import { verifyCap1 } from '../src/signing/cap1.js';
 import { call, tokenOf } from './helpers/client.js';
-import { startTestMembrane, type TestMembrane } from './helpers/membrane.js';
+import { assertNothingHeld, startTestMembrane, type TestMembrane } from './helpers/membrane.js';
 import { checkAws4 } from './helpers/aws-oracle.js';
 import { startTarget, type ReceivedRequest, type TestTarget } from './helpers/target.js';
 
@@ -225,6 +225,8 @@ describe('AWS4-HMAC-SHA256 end to end', () => {
       assert.match(result.json.message, message);
     }
     assert.equal(target.requests.length, before);
+    // Refused after a connection was reserved for them, they gave it back.
+    await assertNothingHeld(membrane);
   });
 
   test('a signed body over the limit is refused with 413, by Content-Length or as it arrives', async () => {

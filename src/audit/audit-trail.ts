@@ -3,6 +3,9 @@
  * invocation, carrying who (tenant, membrane, capability id) did what
  * (action, target host and method) with what result (status, bytes,
  * duration). Never a token, a secret, a header value, a path or a query.
+ * Every line has a bounded size: a delegated capability is named by
+ * itself, its parent, its root and its chain's length, never by its whole
+ * chain.
  *
  * A capability id is an HMAC-SHA256 of the token's hash under the audit
  * key (first 16 bytes, base64url): the same token always has the same id,
@@ -46,10 +49,12 @@ export interface AuditFields {
   capability?: string;
   /** Ids of capabilities the action created. */
   created?: string[];
-  /** Id of the capability a re-export was made from. */
+  /** Id of the capability a re-export was made from (of the presented one, when it is a re-export). */
   parent?: string;
-  /** Ids of the presented capability's ancestors, parent first. */
-  chain?: string[];
+  /** Id of the original (uri) export at the root of the presented capability's chain, when it is a re-export. */
+  root?: string;
+  /** Number of capabilities on the presented capability's chain, itself and its root included, when it is a re-export. */
+  chainLength?: number;
   target?: { host: string; method: string };
   status?: number;
   bytesIn?: number;
@@ -106,7 +111,7 @@ function isoNow(): string {
 
 /** What an invocation line says of the capability invoked: the same for each of its invocations. */
 export interface InvocationSubject {
-  audit: Pick<AuditFields, 'capability' | 'tenant' | 'membrane' | 'chain'>;
+  audit: Pick<AuditFields, 'capability' | 'tenant' | 'membrane' | 'parent' | 'root' | 'chainLength'>;
   target: { host: string };
 }
 
@@ -174,8 +179,8 @@ export class AuditTrail {
     if (!this.enabled) return;
     let fields = this.#subjects.get(subject);
     if (fields === undefined) {
-      const { capability, tenant, membrane, chain } = subject.audit;
-      const json = JSON.stringify({ capability, tenant, membrane, chain, target: { host: subject.target.host } });
+      const { capability, tenant, membrane, parent, root, chainLength } = subject.audit;
+      const json = JSON.stringify({ capability, tenant, membrane, parent, root, chainLength, target: { host: subject.target.host } });
       // Without the closing `}}`, so that the target's method follows its host.
       fields = oneLine(json.slice(1, -2));
       this.#subjects.set(subject, fields);

@@ -6,13 +6,16 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { performance } from 'node:perf_hooks';
 import type { AuditAction, AuditFields, AuditTrail } from '../audit/audit-trail.js';
+import { BodyBudgetLease, readBody } from '../body.js';
+import type { BodyRateWatch } from '../body-rate.js';
 import { BadRequestError, MembraneError, MethodNotAllowedError, ServiceUnavailableError, UnauthorizedError } from '../errors.js';
+import { InFlight } from '../in-flight.js';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import type { ForwardOutcome, TargetProxy } from '../proxy/proxy.js';
 import type { Capability, ExportedCapability, MembraneService } from '../service/membrane-service.js';
+import type { Holder, Refusal, SharedLimit } from '../shares.js';
 import { isWellFormedToken } from '../token.js';
-import { readBody } from '../body.js';
 import { readJson } from './json-body.js';
 import { sendError, sendJson } from './respond.js';
 
@@ -24,8 +27,12 @@ export interface HandlerContext {
   logger: Logger;
   /** Largest control-plane request body, in bytes. */
   controlBodyLimit: number;
-  /** Most invocations forwarded at once; beyond it, 503. */
-  maxInFlight: number;
+  /** Invocations forwarded at once, with fair shares per tenant and capability; beyond them, 503. */
+  inFlight: SharedLimit;
+  /** Memory request bodies may hold (here: control-plane bodies), with fair shares. */
+  bodyBudget: SharedLimit;
+  /** The minimum rate of request bodies. */
+  bodyRate: BodyRateWatch;
   /** True once shutdown has begun: health checks answer 503. */
   draining: () => boolean;
 }
@@ -40,15 +47,23 @@ const ACTION_OF: Record<Exclude<Capability['kind'], 'exported'>, AuditAction> = 
 };
 const REVOKE_METHODS = ['GET', 'POST', 'DELETE'] as const;
 
+const IN_FLIGHT_MESSAGES: Record<Refusal, string> = {
+  total: 'too many invocations are in flight; try again shortly',
+  tenant: "too many invocations of this tenant's capabilities are in flight; try again shortly",
+  capability: 'too many invocations of this capability are in flight; try again shortly',
+};
+
+/** How often an invocation resolved from the store is resolved again because a revocation happened meanwhile, before it is refused. */
+const RESOLUTION_ATTEMPTS = 8;
+
 export function createRequestHandler(context: HandlerContext): (req: IncomingMessage, res: ServerResponse) => void {
-  const state = { inFlight: 0 };
-  context.metrics.countInFlight(() => state.inFlight);
+  context.metrics.countInFlight(() => context.inFlight.used);
   return (req, res) => {
-    void handle(context, state, req, res);
+    void handle(context, req, res);
   };
 }
 
-async function handle(context: HandlerContext, state: { inFlight: number }, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function handle(context: HandlerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const started = performance.now();
   let kind = 'none';
   let status = 0;
@@ -69,26 +84,26 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
       status = reply(res, 200, { status: 'ready' });
       return;
     }
-    if (!(req.url ?? '').startsWith('/')) {
+    const url = req.url ?? '';
+    if (!url.startsWith('/')) {
       throw new BadRequestError('the request target must be a path: Membrane is not a forward proxy');
     }
+    // RFC 9112 §3.2: a request target has no fragment; forwarded, a `#` would cut the target's request line short for some readers.
+    if (url.includes('#')) throw new BadRequestError('the request target must not contain "#"');
     const token = bearerToken(req);
-    const capability =
-      context.service.cached(token) ??
-      (await context.service.authenticate(token).catch((error: unknown) => {
-        if (error instanceof UnauthorizedError) context.audit.event('capability.denied', started, { capability: context.audit.idOfToken(token), status: 401 });
-        throw error;
-      }));
+    // Read before resolving: an invocation is tracked only if no revocation happened since (see MembraneService.track).
+    const revocationsSeen = context.service.revocations;
+    const capability = context.service.cached(token) ?? (await authenticate(context, token, started));
     kind = capability.kind;
     const { audit } = capability;
     if (capability.kind !== 'exported') unrecorded = { action: ACTION_OF[capability.kind], audit };
     switch (capability.kind) {
       case 'exported':
-        status = await invoke(context, state, req, res, capability, started);
+        status = await invoke(context, req, res, capability, token, revocationsSeen, started);
         return;
       case 'create': {
         allowMethods(req, 'tenant create', ['POST']);
-        const body = await readJson(req, context.controlBodyLimit);
+        const body = await readControlBody(context, req, capability.holder, readJson);
         unrecorded = undefined; // audited() records the outcome from here on
         status = await audited(context, res, 'membrane.create', audit, async () => {
           const view = await context.service.createMembrane(capability.tenantId, body);
@@ -99,7 +114,7 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
       }
       case 'query': {
         allowMethods(req, 'tenant query', ['GET']);
-        await readBody(req, context.controlBodyLimit);
+        await readControlBody(context, req, capability.holder, readBody);
         unrecorded = undefined; // recorded below, either way
         const result = await context.service.queryMembranes(capability.tenantId, rawQuery(req.url)).catch((error: unknown) => {
           recordEvent(context, 'membrane.query', started, audit, statusOf(error));
@@ -111,7 +126,7 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
       }
       case 'deleteSelf': {
         allowMethods(req, 'tenant deleteSelf', REVOKE_METHODS);
-        await readBody(req, context.controlBodyLimit);
+        await readControlBody(context, req, capability.holder, readBody);
         unrecorded = undefined; // audited() records the outcome from here on
         status = await audited(context, res, 'tenant.deleteSelf', audit, async () => {
           await context.service.deleteTenant(capability.tenantId);
@@ -122,7 +137,7 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
       }
       case 'export': {
         allowMethods(req, 'membrane export', ['POST']);
-        const config = await readJson(req, context.controlBodyLimit);
+        const config = await readControlBody(context, req, capability.holder, readJson);
         const parent = context.audit.idOfUri((config as { capability?: unknown } | null)?.capability);
         unrecorded = undefined; // audited() records the outcome from here on
         status = await audited(context, res, 'membrane.export', { ...audit, ...(parent === undefined ? {} : { parent }) }, async () => {
@@ -133,7 +148,7 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
       }
       case 'revoke': {
         allowMethods(req, 'membrane revoke', REVOKE_METHODS);
-        await readBody(req, context.controlBodyLimit);
+        await readControlBody(context, req, capability.holder, readBody);
         unrecorded = undefined; // audited() records the outcome from here on
         status = await audited(context, res, 'membrane.revoke', audit, async () => {
           await context.service.revokeMembrane(capability.membraneId);
@@ -158,24 +173,70 @@ async function handle(context: HandlerContext, state: { inFlight: number }, req:
   }
 }
 
-/** Forwards an invocation within the in-flight bound, then counts and audits it (refused or not); resolves to its status. */
-async function invoke(context: HandlerContext, state: { inFlight: number }, req: IncomingMessage, res: ServerResponse, capability: ExportedCapability, started: number): Promise<number> {
-  const admitted = state.inFlight < context.maxInFlight;
+/** Resolves a token without the cache; a 401 is audited as a denied capability. */
+function authenticate(context: HandlerContext, token: string, started: number): Promise<Capability> {
+  return context.service.authenticate(token).catch((error: unknown) => {
+    if (error instanceof UnauthorizedError) context.audit.event('capability.denied', started, { capability: context.audit.idOfToken(token), status: 401 });
+    throw error;
+  });
+}
+
+/** A control-plane body, read within the control-plane limit, the memory budget and the minimum rate, then parsed by `read`. */
+async function readControlBody<T>(
+  context: HandlerContext,
+  req: IncomingMessage,
+  holder: Holder,
+  read: (req: IncomingMessage, options: Parameters<typeof readBody>[1]) => Promise<T>,
+): Promise<T> {
+  const lease = new BodyBudgetLease(context.bodyBudget, holder);
+  try {
+    return await read(req, { limit: context.controlBodyLimit, lease, rate: context.bodyRate });
+  } finally {
+    lease.release();
+  }
+}
+
+/**
+ * Forwards an invocation within the in-flight bound and its shares, then
+ * counts and audits it (refused or not); resolves to its status. While it
+ * is in flight, a revocation of a membrane on its chain aborts it.
+ */
+async function invoke(
+  context: HandlerContext,
+  req: IncomingMessage,
+  res: ServerResponse,
+  resolved: ExportedCapability,
+  token: string,
+  revocationsSeen: number,
+  started: number,
+): Promise<number> {
+  let capability = resolved;
+  const inFlight = new InFlight();
+  let tracked = false;
+  let admitted = false;
   let outcome: ForwardOutcome | undefined;
   let status = 0;
   try {
-    if (!admitted) throw new ServiceUnavailableError('too many invocations are in flight; try again shortly', { 'retry-after': '1' });
-    state.inFlight += 1;
-    outcome = await context.proxy.forward(req, res, capability.target);
+    // Tracked (synchronously, for a cached capability) before anything is
+    // awaited, so that a revocation either came first and is seen here, or
+    // comes later and aborts this invocation.
+    for (let attempt = 1, seen = revocationsSeen; !(tracked = context.service.track(capability, inFlight, seen)); attempt++) {
+      if (attempt === RESOLUTION_ATTEMPTS) throw new ServiceUnavailableError('revocations are under way; try again shortly', { 'retry-after': '1' });
+      seen = context.service.revocations;
+      capability = (await authenticate(context, token, started)) as ExportedCapability;
+    }
+    const refusal = context.inFlight.take(capability.holder);
+    if (refusal !== undefined) throw new ServiceUnavailableError(IN_FLIGHT_MESSAGES[refusal], { 'retry-after': '1' });
+    admitted = true;
+    outcome = await context.proxy.forward(req, res, capability.target, { holder: capability.holder, inFlight });
     status = outcome.status;
     return status;
   } catch (error) {
     status = statusOf(error);
     throw error;
   } finally {
-    if (admitted) {
-      state.inFlight -= 1;
-    }
+    if (admitted) context.inFlight.release(capability.holder);
+    if (tracked) context.service.untrack(capability, inFlight);
     const { target } = capability;
     context.metrics.invocation(status, target.signing?.scheme.name ?? 'none', (performance.now() - started) / 1000);
     context.audit.invocation(capability, started, target.method ?? req.method ?? 'GET', status, outcome?.bytesIn ?? 0, outcome?.bytesOut ?? 0);

@@ -1,6 +1,6 @@
 /** Control-plane request bodies: bounded, strict UTF-8, strict JSON. */
 import type { IncomingMessage } from 'node:http';
-import { readBody } from '../body.js';
+import { readBody, type ReadBodyOptions } from '../body.js';
 import { BadRequestError } from '../errors.js';
 import { jsonProblem } from './strict-json.js';
 
@@ -14,8 +14,8 @@ const MAX_DEPTH = 16;
  * JSON, duplicate keys, keys naming object internals and nesting deeper
  * than 16 levels are each a 400.
  */
-export async function readJson(req: IncomingMessage, limit: number): Promise<unknown> {
-  const body = await readBody(req, limit);
+export async function readJson(req: IncomingMessage, options: ReadBodyOptions): Promise<unknown> {
+  const body = await readBody(req, options);
   if (body.length === 0) throw new BadRequestError('the request body must be a JSON object, and it is empty');
   let text: string;
   try {

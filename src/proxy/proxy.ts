@@ -12,20 +12,28 @@
  * the answer has started cuts the stream to the requester.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { PassThrough } from 'node:stream';
 import { LRUCache } from 'lru-cache';
 import { Agent, type Dispatcher } from 'undici';
-import { readBody } from '../body.js';
-import { BadGatewayError, GatewayTimeoutError, MembraneError } from '../errors.js';
+import { BodyBudgetLease, readBody } from '../body.js';
+import type { BodyRateWatch } from '../body-rate.js';
+import { BadGatewayError, GatewayTimeoutError, MembraneError, RequestTimeoutError } from '../errors.js';
+import type { InFlight } from '../in-flight.js';
+import type { Holder, SharedLimit } from '../shares.js';
+import { ConnectionShares, type ConnectionSlot } from './connection-shares.js';
 import { mergeRepeatedHeaders, requestHasBody, requestHeadersToTarget, responseHeadersToClient } from './headers.js';
 import { splitPath, targetPath, type Target } from './target.js';
 import { TARGET_DENIED, type TargetPolicy } from './target-policy.js';
+import { UploadRelay } from './upload-relay.js';
 
 export interface ProxyOptions {
   /** Which addresses targets may have; checked on every connection. */
   targetPolicy: TargetPolicy;
-  /** Most connections to one target origin at once (further requests queue). */
-  connectionsPerTarget?: number;
+  /** Fair shares of the connections to each target (the pool's size is their total). */
+  connections: ConnectionShares;
+  /** The memory that request bodies buffered for signing may hold, with fair shares. */
+  bodyBudget: SharedLimit;
+  /** The minimum rate of request bodies. */
+  bodyRate: BodyRateWatch;
   /** Upper bound of a target's idle timeout (headers and between body chunks). */
   targetTimeoutMs: number;
   connectTimeoutMs: number;
@@ -35,6 +43,12 @@ export interface ProxyOptions {
   maxTlsPools?: number;
   /** Told of every failure toward a target, by reason (for metrics). */
   onTargetError?: (reason: TargetErrorReason) => void;
+}
+
+/** Who invokes, and how the invocation can be ended from outside (revocation). */
+export interface Invocation {
+  holder: Holder;
+  inFlight: InFlight;
 }
 
 export type TargetErrorReason = 'timeout' | 'refused' | 'dns' | 'tls' | 'protocol' | 'reset' | 'denied' | 'cut' | 'other';
@@ -69,7 +83,7 @@ export class TargetProxy {
    * Sends `req` to `target` and streams the answer into `res`. Rejects with a
    * MembraneError only while nothing has been written to `res`.
    */
-  forward(req: IncomingMessage, res: ServerResponse, target: Target): Promise<ForwardOutcome> {
+  forward(req: IncomingMessage, res: ServerResponse, target: Target, invocation: Invocation): Promise<ForwardOutcome> {
     // Not async: an unsigned invocation (the common case) goes out in this
     // tick and settles with the exchange, without an extra promise around it.
     try {
@@ -78,11 +92,18 @@ export class TargetProxy {
       const path = targetPath(target, req.url ?? '/');
       const headers = requestHeadersToTarget(req.rawHeaders, target.headerNames, target.droppedPrefix);
       headers.push(...target.headers);
-      if (target.signing !== undefined) return this.#forwardSigned(req, res, target, method, path, headers);
-      return this.#send(req, res, target, method, path, headers, null);
+      if (target.signing !== undefined) return this.#forwardSigned(req, res, target, invocation, method, path, headers);
+      const slot = this.#connection(target, invocation);
+      if (slot instanceof Promise) return slot.then((acquired) => this.#send(req, res, target, invocation, acquired, method, path, headers, null));
+      return this.#send(req, res, target, invocation, slot, method, path, headers, null);
     } catch (error) {
       return Promise.reject(error as Error);
     }
+  }
+
+  /** A place among the connections to the target (waiting, within the holder's shares, if need be). */
+  #connection(target: Target, invocation: Invocation): ConnectionSlot | Promise<ConnectionSlot> {
+    return this.#options.connections.acquire(target.poolKey, invocation.holder, (stop) => invocation.inFlight.whenAborted(stop));
   }
 
   /** A literal address is connected to without a lookup, so it is checked here (once per prepared target: the policy does not change while serving). */
@@ -96,36 +117,76 @@ export class TargetProxy {
     }
   }
 
-  /** Buffers the body if the signature covers it, signs the request, sends it. */
-  async #forwardSigned(req: IncomingMessage, res: ServerResponse, target: Target, method: string, path: string, unsigned: string[]): Promise<ForwardOutcome> {
+  /**
+   * Buffers the body if the signature covers it (before taking a
+   * connection, so that a slow upload holds no connection to the target),
+   * signs the request, sends it.
+   */
+  async #forwardSigned(req: IncomingMessage, res: ServerResponse, target: Target, invocation: Invocation, method: string, path: string, unsigned: string[]): Promise<ForwardOutcome> {
     const { scheme, signer } = target.signing!;
     const headers = mergeRepeatedHeaders(unsigned);
-    const buffered = scheme.coversBody ? await readBody(req, this.#options.signedBodyLimit) : null;
-    const signature = signer.sign({ method, host: target.host, ...splitPath(path), headers, body: buffered }, new Date());
-    headers.push('host', target.host, ...signature);
-    return this.#send(req, res, target, method, path, headers, buffered === null || buffered.length === 0 ? null : buffered);
+    const lease = scheme.coversBody ? new BodyBudgetLease(this.#options.bodyBudget, invocation.holder) : undefined;
+    try {
+      const buffered =
+        lease === undefined
+          ? null
+          : await readBody(req, {
+              limit: this.#options.signedBodyLimit,
+              lease,
+              rate: this.#options.bodyRate,
+              whenAborted: (stop) => invocation.inFlight.whenAborted(stop),
+            });
+      const slot = await this.#connection(target, invocation);
+      try {
+        const signature = signer.sign({ method, host: target.host, ...splitPath(path), headers, body: buffered }, new Date());
+        headers.push('host', target.host, ...signature);
+      } catch (error) {
+        slot.release();
+        throw error;
+      }
+      return await this.#send(req, res, target, invocation, slot, method, path, headers, buffered === null || buffered.length === 0 ? null : buffered);
+    } finally {
+      lease?.release();
+    }
   }
 
-  /** Dispatches the request to the target; the exchange relays the answer. `buffered`: the body as signed, or null to relay the requester's body, if any. */
-  #send(req: IncomingMessage, res: ServerResponse, target: Target, method: string, path: string, headers: string[], buffered: Buffer | null): Promise<ForwardOutcome> {
+  /**
+   * Dispatches the request to the target on the connection slot it holds;
+   * the exchange relays the answer and gives the slot back when it ends.
+   * `buffered`: the body as signed, or null to relay the requester's body, if any.
+   */
+  #send(
+    req: IncomingMessage,
+    res: ServerResponse,
+    target: Target,
+    invocation: Invocation,
+    slot: ConnectionSlot,
+    method: string,
+    path: string,
+    headers: string[],
+    buffered: Buffer | null,
+  ): Promise<ForwardOutcome> {
     const counted = { bytesIn: buffered === null ? 0 : buffered.length };
     // Unread body bytes may already sit in the request's buffer (small bodies
     // arrive with the head), so the test is "not yet consumed", not "not yet received".
-    const body = buffered ?? (requestHasBody(req) && !req.readableEnded ? relay(req, counted) : null);
+    const relay = buffered === null && requestHasBody(req) && !req.readableEnded ? new UploadRelay(req, counted) : undefined;
     const timeout = Math.min(target.timeoutMs ?? this.#options.targetTimeoutMs, this.#options.targetTimeoutMs);
     return new Promise<ForwardOutcome>((resolve, reject) => {
       const exchange = new Exchange(req, res, {
         // A HEAD answer describes a body it does not carry; relayed to a
         // requester that did not ask with HEAD, its Content-Length would be a lie.
         dropLength: method === 'HEAD' && req.method !== 'HEAD',
-        streamedUpload: body !== null && !Buffer.isBuffer(body),
+        relay,
         counted,
         onTargetError: this.#options.onTargetError,
+        slot,
+        unwatch: relay === undefined ? undefined : this.#options.bodyRate.watch(req, () => invocation.inFlight.abort(new RequestTimeoutError(this.#options.bodyRate.stallMessage))),
         resolve,
         reject,
       });
+      invocation.inFlight.whenAborted((reason) => exchange.abort(reason));
       this.#dispatcherFor(target).dispatch(
-        { origin: target.origin, path, method: method as Dispatcher.HttpMethod, headers, body, headersTimeout: timeout, bodyTimeout: timeout },
+        { origin: target.origin, path, method: method as Dispatcher.HttpMethod, headers, body: relay ?? buffered, headersTimeout: timeout, bodyTimeout: timeout },
         exchange,
       );
     });
@@ -156,7 +217,8 @@ export class TargetProxy {
         // Every address a target name resolves to is checked at connect time (DNS rebinding).
         lookup: this.#options.targetPolicy.lookup(),
       },
-      connections: this.#options.connectionsPerTarget ?? null,
+      // The shares let at most this many requests at a target at once: none queues in undici.
+      connections: this.#options.connections.perTarget,
       // Targets answer over HTTP/1.1; never pipeline, never follow redirects.
       pipelining: 1,
     });
@@ -223,7 +285,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     // say): the rest of it will never be read, so this connection cannot
     // carry another request. Close it after the answer instead of leaving
     // the requester's upload stalled on it.
-    if (this.#options.streamedUpload && !this.#req.complete) head.push('connection', 'close');
+    if (this.#options.relay !== undefined && !this.#req.complete) head.push('connection', 'close');
     this.#head = head;
     // The body usually arrives in the same read as the head; if it has not
     // by the time this read is processed, hold the head only briefly.
@@ -293,11 +355,19 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.#headTimer = undefined;
   }
 
-  readonly #onRequesterClose = (): void => {
-    if (this.#res.writableFinished) return;
-    const reason = new Error('the requester went away');
+  /**
+   * Ends the exchange from outside: before the answer has started, it
+   * rejects with `reason` (a MembraneError is answered as it is); after,
+   * the answer is cut.
+   */
+  abort(reason: Error): void {
+    if (this.#settled) return;
     if (this.#controller === undefined) this.#abortReason = reason;
     else this.#controller.abort(reason);
+  }
+
+  readonly #onRequesterClose = (): void => {
+    if (!this.#res.writableFinished) this.abort(new Error('the requester went away'));
   };
 
   #finish(): void {
@@ -305,7 +375,9 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.#clearHeadTimer();
     this.#res.off('close', this.#onRequesterClose);
     if (this.#resume !== undefined) this.#res.off('drain', this.#resume);
-    if (!this.#req.complete) this.#req.unpipe();
+    this.#options.relay?.detach();
+    this.#options.unwatch?.();
+    this.#options.slot.release();
   }
 
   #settle(cut: boolean): void {
@@ -322,10 +394,14 @@ class Exchange implements Dispatcher.DispatchHandler {
 
 interface ExchangeOptions {
   dropLength: boolean;
-  /** True when the requester's body is streamed to the target as it arrives. */
-  streamedUpload: boolean;
+  /** The requester's body as it streams to the target, if it does. */
+  relay: UploadRelay | undefined;
   counted: { bytesIn: number };
   onTargetError: ((reason: TargetErrorReason) => void) | undefined;
+  /** The place among the target's connections, given back when the exchange ends. */
+  slot: ConnectionSlot;
+  /** Stops watching the upload's rate, when one is watched. */
+  unwatch: (() => void) | undefined;
   resolve: (outcome: ForwardOutcome) => void;
   reject: (failure: MembraneError) => void;
 }
@@ -339,19 +415,6 @@ function latin1Strings(raw: Dispatcher.DispatchController['rawHeaders']): string
     out[i] = typeof item === 'string' ? item : item.toString('latin1');
   }
   return out;
-}
-
-/**
- * The requester's body as a stream undici may destroy on failure without
- * destroying the requester's socket, which must still carry the 502.
- */
-function relay(req: IncomingMessage, counted: { bytesIn: number }): PassThrough {
-  const pass = new PassThrough();
-  req.on('data', (chunk: Buffer) => (counted.bytesIn += chunk.length));
-  req.on('error', (error) => pass.destroy(error));
-  req.on('aborted', () => pass.destroy(new Error('requester aborted')));
-  req.pipe(pass);
-  return pass;
 }
 
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'ETIMEDOUT']);

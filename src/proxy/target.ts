@@ -4,6 +4,7 @@
  */
 import { hash } from 'node:crypto';
 import { isIP } from 'node:net';
+import { BadRequestError } from '../errors.js';
 import { schemeOf, type TlsConfig, type UriExportConfig } from '../service/export-config.js';
 import type { SignatureScheme, Signer } from '../signing/signer.js';
 import { Interner } from '../interner.js';
@@ -32,12 +33,24 @@ export interface Target {
   tls: TlsConfig | undefined;
   /** Identifies `tls` for sharing one connection pool among identical TLS settings. */
   tlsId: string | undefined;
+  /** Identifies the connection pool requests to this target use (origin and TLS settings). */
+  poolKey: string;
+  /** Names of the query parameters the config's uri fixes (decoded, lower-cased): a requester's query may not repeat them. */
+  fixedQueryNames: ReadonlySet<string> | undefined;
   /** The signature scheme and its signer, when the config names one. */
   signing: { scheme: SignatureScheme<never>; signer: Signer } | undefined;
 }
 
 /** Values many targets have in common (origins, header lists, TLS configs), shared. */
 const shared = new Interner(10_000);
+
+/**
+ * Headers by which many frameworks (Rails, Express's method-override,
+ * ASP.NET, Google's APIs…) let a request name another method: dropped
+ * from the requester's headers when the config fixes the method, so that
+ * the method stays fixed for whoever reads them.
+ */
+const METHOD_OVERRIDE_HEADERS: readonly string[] = ['x-http-method-override', 'x-http-method', 'x-method-override'];
 
 export function prepareTarget(config: UriExportConfig): Target {
   const url = new URL(config.uri);
@@ -53,13 +66,15 @@ export function prepareTarget(config: UriExportConfig): Target {
   }
   const configHeaders = Object.entries(config.headers ?? {});
   const headers = shared.get(`h${JSON.stringify(configHeaders)}`, () => Object.freeze(configHeaders.flat()));
-  const headerNames = shared.get(`n${JSON.stringify([configHeaders.map(([name]) => name.toLowerCase()), signerHeaderNames])}`, () => {
-    const names = new Set<string>(signerHeaderNames);
+  const droppedNames = [...signerHeaderNames, ...(config.method === undefined ? [] : METHOD_OVERRIDE_HEADERS)];
+  const headerNames = shared.get(`n${JSON.stringify([configHeaders.map(([name]) => name.toLowerCase()), droppedNames])}`, () => {
+    const names = new Set<string>(droppedNames);
     for (const [name] of configHeaders) names.add(name.toLowerCase());
     return names as ReadonlySet<string>;
   });
   const literal = url.hostname.replace(/^\[|\]$/g, '');
   const tlsId = config.tls === undefined ? undefined : hash('sha256', JSON.stringify([config.tls.ca, config.tls.cert, config.tls.key, config.tls.rejectUnauthorized]), 'base64');
+  const fixedQueryNames = config.allowQuery === true && url.search !== '' ? new Set(queryNames(url.search.slice(1))) : undefined;
   return {
     origin: shared.string(url.origin),
     host: shared.string(url.host),
@@ -74,6 +89,8 @@ export function prepareTarget(config: UriExportConfig): Target {
     timeoutMs: config.timeoutMs,
     tls: tlsId === undefined ? undefined : shared.get(`t${tlsId}`, () => config.tls),
     tlsId,
+    poolKey: shared.string(tlsId === undefined ? url.origin : `${url.origin} ${tlsId}`),
+    fixedQueryNames,
     signing,
   };
 }
@@ -87,7 +104,38 @@ export function targetPath(target: Target, requestUrl: string): string {
   if (!target.allowQuery) return target.path;
   const mark = requestUrl.indexOf('?');
   if (mark === -1 || mark === requestUrl.length - 1) return target.path;
-  return target.path + (target.pathHasQuery ? '&' : '?') + requestUrl.slice(mark + 1);
+  const query = requestUrl.slice(mark + 1);
+  if (target.fixedQueryNames !== undefined) {
+    const repeated = queryNames(query).find((name) => target.fixedQueryNames!.has(name));
+    if (repeated !== undefined) {
+      throw new BadRequestError('the query string names a parameter the capability fixes; it cannot be given again');
+    }
+  }
+  return target.path + (target.pathHasQuery ? '&' : '?') + query;
+}
+
+/**
+ * The parameter names of a query string as readers may understand them:
+ * percent-decoded (`+` as a space), lower-cased (some frameworks ignore
+ * case), and without a trailing `[…]` (PHP and Rails read `a[]` as `a`).
+ * A name that does not decode is taken as it is written.
+ */
+function queryNames(query: string): string[] {
+  const names: string[] = [];
+  for (const piece of query.split(/[&;]/)) {
+    if (piece === '') continue;
+    const equals = piece.indexOf('=');
+    const raw = (equals === -1 ? piece : piece.slice(0, equals)).replace(/\+/g, ' ');
+    let name: string;
+    try {
+      name = decodeURIComponent(raw);
+    } catch {
+      name = raw;
+    }
+    const bracket = name.indexOf('[');
+    names.push((bracket > 0 ? name.slice(0, bracket) : name).toLowerCase());
+  }
+  return names;
 }
 
 /** A request path split into path and query (without `?`). */

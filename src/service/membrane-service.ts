@@ -17,9 +17,11 @@ import { TargetPolicy } from '../proxy/target-policy.js';
 import { compileValidator } from '../schema.js';
 import { SEALED_AUDIT_KEY } from '../audit/audit-trail.js';
 import type { KeyRing, Sealer } from '../secrets.js';
-import type { CapabilityRecord, Store } from '../store/store.js';
+import type { Holder } from '../shares.js';
+import { CHAIN_LENGTH_LIMIT, type CapabilityRecord, type Store } from '../store/store.js';
 import { capabilityUri, generateToken, hashToken, hashTokenBase64, parseCapabilityUri } from '../token.js';
 import { CapabilityCache } from './capability-cache.js';
+import { InvocationsInFlight, type Interruptible } from './invocations-in-flight.js';
 import { Interner } from '../interner.js';
 import type { MembraneView, QueryResult, RootCapabilities, UriExportConfig } from '../wire.js';
 import { isReExport, parseExportConfig } from './export-config.js';
@@ -99,25 +101,40 @@ export const QUERY_LIMIT_MAX = 1000;
 
 export type { MembraneView, QueryResult, RootCapabilities };
 
-/** What a valid, live token entitles its holder to, and what the audit trail says of it. */
+/**
+ * What a valid, live token entitles its holder to, and what the audit
+ * trail says of it. `holder` counts its use of shared resources against
+ * its tenant's and its own fair shares.
+ */
 export type Capability =
-  | { kind: 'create' | 'query' | 'deleteSelf'; tenantId: number; audit: CapabilityAudit }
-  | { kind: 'export' | 'revoke'; membraneId: number; audit: CapabilityAudit }
+  | { kind: 'create' | 'query' | 'deleteSelf'; tenantId: number; holder: Holder; audit: CapabilityAudit }
+  | { kind: 'export' | 'revoke'; membraneId: number; holder: Holder; audit: CapabilityAudit }
   | ExportedCapability;
 
 export interface ExportedCapability {
   kind: 'exported';
   capabilityId: number;
+  holder: Holder;
   target: Target;
+  /** Every membrane on the capability's chain: revoking any of them kills it. */
+  membraneIds: readonly number[];
   audit: CapabilityAudit;
 }
 
-/** Audit fields of a capability: its id, owner and (for a re-export) its ancestors. */
+/**
+ * Audit fields of a capability: its id and owner, and for a re-export its
+ * parent, the root of its chain and the chain's length. A fixed set of
+ * fields, so that an audit line stays small however deep the chain; the
+ * links between parent and root are in the audit lines of the re-exports
+ * that made them (`membrane.export`: `parent` and `created`).
+ */
 export interface CapabilityAudit {
   capability: string;
   tenant: number;
   membrane?: string;
-  chain?: string[];
+  parent?: string;
+  root?: string;
+  chainLength?: number;
 }
 
 export interface MembraneServiceOptions {
@@ -159,6 +176,7 @@ export class MembraneService {
   readonly #key: Sealer;
   readonly #authority: string;
   readonly #cache: CapabilityCache<ExportedCapability>;
+  readonly #inFlight = new InvocationsInFlight();
   /** Membrane names, shared among the cached capabilities exported through them. */
   readonly #names = new Interner(10_000);
   readonly #targetPolicy: TargetPolicy;
@@ -215,6 +233,37 @@ export class MembraneService {
     };
   }
 
+  /**
+   * Counts revocations (of a membrane or a whole tenant). An invocation
+   * resolved without the cache reads it before resolving and passes it to
+   * `track`, which refuses if a revocation happened in between.
+   */
+  get revocations(): number {
+    return this.#cache.epoch;
+  }
+
+  /**
+   * Records an invocation in flight so that revoking a membrane on its
+   * chain aborts it (with 401, or a cut stream once it answered). False,
+   * and nothing recorded, if a revocation has happened since
+   * `revocationsSeen` was read: the capability must be resolved again.
+   */
+  track(capability: ExportedCapability, invocation: Interruptible, revocationsSeen: number): boolean {
+    if (this.#cache.epoch !== revocationsSeen) return false;
+    this.#inFlight.add(capability.membraneIds, invocation);
+    return true;
+  }
+
+  /** Forgets an invocation recorded by `track` once it has ended. */
+  untrack(capability: ExportedCapability, invocation: Interruptible): void {
+    this.#inFlight.remove(capability.membraneIds, invocation);
+  }
+
+  /** Number of membranes with an invocation in flight (for tests: nothing is left behind). */
+  get membranesInFlight(): number {
+    return this.#inFlight.size;
+  }
+
   /** The capability a token designates if it is in the resolution cache (live: revocation evicts), without a store read. */
   cached(token: string): Capability | undefined {
     return this.#cache.get(hashTokenBase64(token));
@@ -233,23 +282,32 @@ export class MembraneService {
     const self = record.chain[0]!;
     const audit: CapabilityAudit = { capability: this.#auditId(hash), tenant: record.tenantId };
     if (self.membraneName !== null) audit.membrane = this.#names.string(self.membraneName);
+    const holder: Holder = { tenant: record.tenantId, capability: record.id };
     switch (record.kind) {
       case 'create':
       case 'query':
       case 'deleteSelf':
-        return { kind: record.kind, tenantId: record.tenantId, audit };
+        return { kind: record.kind, tenantId: record.tenantId, holder, audit };
       case 'export':
       case 'revoke':
-        return { kind: record.kind, membraneId: record.membraneId!, audit };
+        return { kind: record.kind, membraneId: record.membraneId!, holder, audit };
       case 'exported': {
-        if (record.chain.length > 1) audit.chain = record.chain.slice(1).map((link) => this.#auditId(link.tokenHash));
+        const { chain } = record;
+        if (chain.length > 1) {
+          audit.parent = this.#auditId(chain[1]!.tokenHash);
+          audit.root = this.#auditId(chain[chain.length - 1]!.tokenHash);
+          audit.chainLength = chain.length;
+        }
+        const membraneIds = chain.map((link) => link.membraneId!);
         const capability: ExportedCapability = {
           kind: 'exported',
           capabilityId: record.id,
+          holder,
           target: prepareTarget(this.#openConfig(record.sealedConfig!)),
+          membraneIds,
           audit,
         };
-        this.#cache.set(cacheKey, capability, membranesOf(record), epoch);
+        this.#cache.set(cacheKey, capability, membraneIds, epoch);
         return capability;
       }
     }
@@ -301,14 +359,23 @@ export class MembraneService {
 
   /** Revokes every membrane of the tenant and kills its root capabilities. */
   async deleteTenant(tenantId: number): Promise<void> {
-    const revoked = await this.#store.deleteTenant(tenantId);
-    this.#cache.revokeMembranes(revoked);
+    this.#revoked(await this.#store.deleteTenant(tenantId));
   }
 
-  /** Revokes a membrane (idempotent). When this resolves, nothing below it resolves any more. */
+  /**
+   * Revokes a membrane (idempotent). When this resolves, nothing below it
+   * resolves any more, and every invocation of a capability below it that
+   * was in flight has been aborted.
+   */
   async revokeMembrane(membraneId: number): Promise<void> {
     await this.#store.revokeMembrane(membraneId);
-    this.#cache.revokeMembranes([membraneId]);
+    this.#revoked([membraneId]);
+  }
+
+  /** After a revocation has committed: nothing cached below it survives, nothing in flight below it goes on. */
+  #revoked(membraneIds: readonly number[]): void {
+    this.#cache.revokeMembranes(membraneIds);
+    this.#inFlight.interrupt(membraneIds, new UnauthorizedError());
   }
 
   /**
@@ -347,6 +414,11 @@ export class MembraneService {
     if (parent.kind !== 'exported') {
       throw new BadRequestError(
         `config.capability is ${parent.kind === 'export' ? 'an' : 'a'} ${parent.kind} capability; only exported capabilities can be re-exported`,
+      );
+    }
+    if (parent.chain.length >= CHAIN_LENGTH_LIMIT) {
+      throw new BadRequestError(
+        `config.capability is already ${CHAIN_LENGTH_LIMIT} capabilities down from its original export, the longest chain allowed; it cannot be re-exported further`,
       );
     }
     return parent.id;
@@ -397,12 +469,9 @@ function isAlive(record: CapabilityRecord): boolean {
     case 'revoke':
       return true;
     case 'exported':
-      return record.chain.every((link) => !link.membraneRevoked);
+      // A chain longer than the limit (which the store cuts off, so its end has no config) is never alive.
+      return record.chain.length <= CHAIN_LENGTH_LIMIT && record.sealedConfig !== null && record.chain.every((link) => !link.membraneRevoked);
   }
-}
-
-function membranesOf(record: CapabilityRecord): number[] {
-  return record.chain.map((link) => link.membraneId!);
 }
 
 export interface MembraneQuery {

@@ -6,13 +6,22 @@
  *
  * - every mutating method has committed durably when its promise resolves;
  * - `findCapability` returns the capability and, for a re-export, every link
- *   of its chain up to the root in a single query, however deep the chain;
+ *   of its chain up to the root in a single query; of a chain longer than
+ *   CHAIN_LENGTH_LIMIT it returns the first CHAIN_LENGTH_LIMIT + 1 links
+ *   (and no config, as the root is not among them);
  * - membrane names are unique among a tenant's live (unrevoked) membranes;
  * - membranes are listed in binary (UTF-8 byte / code point) order of name.
  *
  * Tokens never reach a Store: only their SHA-256 hashes and, where the
  * contract needs the token back, a sealed copy.
  */
+
+/**
+ * The most capabilities one chain may hold: an original (uri) export and
+ * the re-exports below it, one under the other. `findCapability` reads at
+ * most one link more than this, however long a chain in the store is.
+ */
+export const CHAIN_LENGTH_LIMIT = 32;
 
 export type CapabilityKind = 'create' | 'query' | 'deleteSelf' | 'export' | 'revoke' | 'exported';
 
@@ -38,7 +47,7 @@ export interface CapabilityRecord {
   membraneId: number | null;
   /** From the capability itself (index 0) to the root of its chain. */
   chain: ChainLink[];
-  /** The sealed export config of the chain's root (exported capabilities only). */
+  /** The sealed export config of the chain's root (exported capabilities only; null when the chain was cut off). */
   sealedConfig: Buffer | null;
 }
 

@@ -1,8 +1,9 @@
 /** Starts a real Membrane server in this process, on a loopback port and a fresh data directory. */
+import assert from 'node:assert/strict';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startMembrane, type RunningMembrane } from '../../src/app.js';
+import { startMembrane, type HeldResources, type RunningMembrane } from '../../src/app.js';
 import type { ServeConfig } from '../../src/config.js';
 import { createLogger } from '../../src/log.js';
 import type { RootCapabilities } from '../../src/service/membrane-service.js';
@@ -32,6 +33,12 @@ export function testConfig(dataDir: string, overrides: Partial<ServeConfig> = {}
     targetTimeoutMs: 10_000,
     connectTimeoutMs: 5_000,
     connectionsPerTarget: 256,
+    tenantShare: 0.5,
+    capabilityShare: 0.25,
+    queueTimeoutMs: 10_000,
+    bodyMemoryLimit: 134_217_728,
+    minBodyRate: 1_024,
+    bodyRateWindowMs: 10_000,
     cacheSize: 10_000,
     controlBodyLimit: 65_536,
     signedBodyLimit: 6_291_456,
@@ -63,4 +70,16 @@ export async function startTestMembrane(overrides: Partial<ServeConfig> = {}): P
       if (options.keepData !== true) await rm(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** What a server holds when no request is in flight. */
+export const NOTHING_HELD: HeldResources = { invocations: 0, bodyBytes: 0, targets: 0, watchedBodies: 0, membranesInFlight: 0 };
+
+/** Waits (up to `ms`) until the server holds nothing of its shared bounds, then asserts it: nothing a request took is left behind. */
+export async function assertNothingHeld(membrane: RunningMembrane, ms = 5_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline && JSON.stringify(membrane.held()) !== JSON.stringify(NOTHING_HELD)) {
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  assert.deepEqual(membrane.held(), NOTHING_HELD);
 }

@@ -8,17 +8,18 @@
 import Database from 'better-sqlite3';
 import { closeSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
-import type {
-  CapabilityKind,
-  CapabilityRecord,
-  CreateMembraneResult,
-  ListMembranesQuery,
-  MembraneListing,
-  NewExportedCapability,
-  NewMembrane,
-  SealedCell,
-  Store,
-  TenantRootHashes,
+import {
+  CHAIN_LENGTH_LIMIT,
+  type CapabilityKind,
+  type CapabilityRecord,
+  type CreateMembraneResult,
+  type ListMembranesQuery,
+  type MembraneListing,
+  type NewExportedCapability,
+  type NewMembrane,
+  type SealedCell,
+  type Store,
+  type TenantRootHashes,
 } from '../store.js';
 import { ConfigurationError } from '../../errors.js';
 import { MIGRATIONS } from './migrations.js';
@@ -88,8 +89,8 @@ export class SqliteStore implements Store {
         `INSERT INTO capabilities (token_hash, kind, tenant_id, membrane_id, parent_id, sealed_config, created_at)
          VALUES (?, ?, ?, ?, ?, ?, ?)`,
       ),
-      // One round trip for the whole chain, however deep: the capability
-      // itself at depth 0, then each parent up to the root.
+      // One round trip for the whole chain: the capability itself at depth
+      // 0, then each parent up to the root, at most one link past the limit.
       findChain: db.prepare(`
         WITH RECURSIVE chain (depth, id, token_hash, kind, tenant_id, membrane_id, parent_id, sealed_config) AS (
           SELECT 0, id, token_hash, kind, tenant_id, membrane_id, parent_id, sealed_config
@@ -97,6 +98,7 @@ export class SqliteStore implements Store {
           UNION ALL
           SELECT chain.depth + 1, c.id, c.token_hash, c.kind, c.tenant_id, c.membrane_id, c.parent_id, c.sealed_config
             FROM capabilities c JOIN chain ON c.id = chain.parent_id
+           WHERE chain.depth < ${CHAIN_LENGTH_LIMIT}
         )
         SELECT chain.id, chain.token_hash, chain.kind, chain.tenant_id, chain.membrane_id, chain.sealed_config,
                m.name AS membrane_name,

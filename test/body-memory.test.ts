@@ -1,0 +1,195 @@
+/**
+ * What request bodies cost a real `membrane serve` process with its
+ * default settings, whatever holders send: a body of one-byte chunks
+ * buffered for its signature costs about what it weighs; a body of
+ * one-byte chunks relayed unsigned goes to the target in few large chunks
+ * (not one write per byte); a wave of maximal signed uploads that stall
+ * before their end is refused early (503, `Retry-After`) beyond the memory
+ * budget and its shares. Throughout, the process lives, its peak RSS stays
+ * under 600 MB, and `/healthz` answers within a second.
+ */
+import assert from 'node:assert/strict';
+import { createServer, type Server } from 'node:http';
+import { connect, type AddressInfo, type Socket } from 'node:net';
+import { rm } from 'node:fs/promises';
+import { after, before, test } from 'node:test';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { request } from 'undici';
+import { bannerRoots, peakRss, runMembrane, startServerProcess, type ServerProcess } from './helpers/child.js';
+import { ControlPlane, tokenOf } from './helpers/client.js';
+import { tempDir } from './helpers/membrane.js';
+
+const BOUNDED = { timeout: 60_000 };
+const MIB = 1024 * 1024;
+/** The default signed-body limit. */
+const SIGNED_LIMIT = 6 * MIB;
+const AWS4 = { 'aws4-hmac-sha256': { awsAccessKeyId: 'AKID', secretAccessKey: 'secret', region: 'us-east-1', service: 'lambda' } };
+
+let server: ServerProcess;
+let dataDir: string;
+let control: ControlPlane;
+let target: Server;
+let targetUrl: string;
+/** Per request path: how many chunks of body the target's parser handed over, and how many bytes. */
+const received = new Map<string, { chunks: number; bytes: number }>();
+let health: { stop: () => Promise<string[]> };
+
+/** Polls /healthz every 100 ms, each with a one-second deadline; `stop` returns every failure seen. */
+function watchHealth(url: string): { stop: () => Promise<string[]> } {
+  const failures: string[] = [];
+  let running = true;
+  const loop = (async () => {
+    while (running) {
+      const started = Date.now();
+      try {
+        const response = await request(`${url}/healthz`, { headersTimeout: 1_000, bodyTimeout: 1_000 });
+        await response.body.text();
+        if (response.statusCode !== 200) failures.push(`status ${response.statusCode}`);
+      } catch (error) {
+        failures.push(`${(error as Error).message} after ${Date.now() - started} ms`);
+      }
+      await sleep(100);
+    }
+  })();
+  return {
+    stop: async () => {
+      running = false;
+      await loop;
+      return failures;
+    },
+  };
+}
+
+before(async () => {
+  dataDir = await tempDir();
+  server = await startServerProcess(['--port', '0', '--data-dir', dataDir, '--no-capi-profile'], { MEMBRANE_ALLOW_TARGETS: '127.0.0.0/8' });
+  control = new ControlPlane(server.url);
+  target = createServer((req, res) => {
+    const tally = { chunks: 0, bytes: 0 };
+    received.set(req.url!, tally);
+    req.on('data', (chunk: Buffer) => {
+      tally.chunks += 1;
+      tally.bytes += chunk.length;
+    });
+    req.on('end', () => res.end(JSON.stringify(tally)));
+  });
+  await new Promise<void>((resolve) => target.listen(0, '127.0.0.1', resolve));
+  targetUrl = `http://127.0.0.1:${(target.address() as AddressInfo).port}`;
+  health = watchHealth(server.url);
+});
+after(async () => {
+  const failures = await health.stop();
+  server.child.kill('SIGKILL');
+  target.closeAllConnections();
+  target.close();
+  await rm(dataDir, { recursive: true, force: true });
+  assert.deepEqual(failures, [], 'every /healthz answered 200 within a second');
+  assert.equal(server.child.exitCode, null, 'the server was alive until the end');
+});
+
+/** A chunked body of `count` one-byte chunks, as raw bytes. */
+function oneByteChunks(count: number): Buffer {
+  const chunk = Buffer.from('1\r\nx\r\n');
+  const body = Buffer.alloc(chunk.length * count + 5);
+  for (let i = 0; i < count; i++) chunk.copy(body, i * chunk.length);
+  body.write('0\r\n\r\n', chunk.length * count);
+  return body;
+}
+
+/** Sends a raw request and resolves with the raw answer once the server closes the connection. */
+function rawExchange(head: string, body: Buffer): Promise<string> {
+  const port = Number(new URL(server.url).port);
+  return new Promise((resolve) => {
+    const socket = connect(port, '127.0.0.1');
+    let answer = '';
+    socket.on('data', (chunk) => (answer += chunk));
+    socket.on('error', () => undefined);
+    socket.on('close', () => resolve(answer));
+    socket.write(head);
+    socket.write(body);
+  });
+}
+
+let membranes = 0;
+async function capability(create: string, config: object): Promise<string> {
+  membranes += 1;
+  const m = await control.createMembrane(create, `memory-${membranes}`);
+  return control.export(m.export, config);
+}
+
+test('a signed body of a million one-byte chunks costs about what it weighs', BOUNDED, async (t) => {
+  const roots = bannerRoots(server.stdout())!;
+  const signed = await capability(roots.create, { uri: `${targetUrl}/signed`, method: 'POST', hmac: AWS4 });
+  const baseline = peakRss(server.child.pid!);
+  const answer = await rawExchange(
+    `POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokenOf(signed)}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n`,
+    oneByteChunks(1_000_000),
+  );
+  assert.match(answer, /^HTTP\/1\.1 200 /);
+  assert.equal(received.get('/signed')!.bytes, 1_000_000);
+  const growth = peakRss(server.child.pid!) - baseline;
+  t.diagnostic(`peak RSS grew by ${Math.round(growth / MIB)} MiB`);
+  // Kept as a list of the parser's chunks, this body took over 400 MB.
+  assert.ok(growth < 100 * MIB, `peak RSS grew by ${Math.round(growth / MIB)} MiB for a 1 MB body`);
+});
+
+test('an unsigned body of half a million one-byte chunks reaches the target joined into few chunks', BOUNDED, async (t) => {
+  const roots = bannerRoots(server.stdout())!;
+  const plain = await capability(roots.create, { uri: `${targetUrl}/plain`, method: 'POST' });
+  const answer = await rawExchange(
+    `POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokenOf(plain)}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n`,
+    oneByteChunks(500_000),
+  );
+  assert.match(answer, /^HTTP\/1\.1 200 /);
+  const tally = received.get('/plain')!;
+  assert.equal(tally.bytes, 500_000);
+  t.diagnostic(`${tally.chunks} chunks reached the target`);
+  // Relayed as they came, they were 500 000 writes to the target (and 500 000 chunks for it to parse).
+  assert.ok(tally.chunks < 1_000, `${tally.chunks} chunks reached the target`);
+});
+
+test('a wave of maximal signed uploads that stall is refused beyond the memory budget and its shares, early', BOUNDED, async (t) => {
+  // Three tenants with three capabilities each, 25 uploads on each capability.
+  const tenants = [bannerRoots(server.stdout())!.create];
+  for (let i = 0; i < 2; i++) {
+    const created = await runMembrane(['tenant', 'create', '--data-dir', dataDir, '--json']);
+    assert.equal(created.code, 0, created.stderr);
+    tenants.push(JSON.parse(created.stdout).create);
+  }
+  const capabilities: string[] = [];
+  for (const create of tenants) for (let i = 0; i < 3; i++) capabilities.push(await capability(create, { uri: `${targetUrl}/wave`, method: 'POST', hmac: AWS4 }));
+  const port = Number(new URL(server.url).port);
+  const sockets: Socket[] = [];
+  const answers: Promise<string>[] = [];
+  for (const signed of capabilities) {
+    for (let i = 0; i < 25; i++) {
+      const socket = connect(port, '127.0.0.1');
+      sockets.push(socket);
+      socket.on('error', () => undefined);
+      let answer = '';
+      socket.on('data', (chunk) => (answer += chunk));
+      answers.push(new Promise((resolve) => socket.on('close', () => resolve(answer))));
+      socket.write(`POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokenOf(signed)}\r\nContent-Length: ${SIGNED_LIMIT}\r\n\r\n`);
+    }
+  }
+  // The refusals come before any of the body is sent.
+  await sleep(1_000);
+  const early = await Promise.all(answers.map((answer) => Promise.race([answer, sleep(10).then(() => undefined)])));
+  const refused = early.filter((answer) => answer !== undefined) as string[];
+  for (const answer of refused) {
+    assert.match(answer, /^HTTP\/1\.1 503 /);
+    assert.match(answer, /retry-after: 1/i);
+    assert.match(answer, /"message":"(too many request bodies are held in memory right now|this tenant's capabilities hold their share of the memory for request bodies|this capability holds its share of the memory for request bodies); try again shortly"/);
+  }
+  // 128 MiB of body memory: 32 MiB (5 uploads) per capability, 64 MiB (10) per tenant, 21 in all.
+  const admitted = sockets.filter((_, i) => early[i] === undefined);
+  assert.equal(admitted.length, 21);
+  // The admitted ones send all but their last byte, and stall there.
+  const almost = Buffer.alloc(SIGNED_LIMIT - 1, 0x61);
+  await Promise.all(admitted.map((socket) => new Promise<void>((resolve) => socket.write(almost, () => resolve()))));
+  await sleep(1_000);
+  const peak = peakRss(server.child.pid!);
+  t.diagnostic(`peak RSS ${Math.round(peak / MIB)} MiB`);
+  assert.ok(peak < 600 * MIB, `peak RSS ${Math.round(peak / MIB)} MiB`);
+  for (const socket of sockets) socket.destroy();
+});
