@@ -8,7 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
-import { readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -38,6 +38,27 @@ function sealedKeyIds(dataDir: string): Map<string, number> {
   } finally {
     db.close();
   }
+}
+
+/**
+ * Every file of the data directory (the store, its write-ahead log and
+ * shared memory, the key file, the audit trail) searched, byte by byte,
+ * for anything sealed under one of `retired`: a sealed value begins with
+ * its format version (1) and the id of the key that sealed it. Returns
+ * the files where one is found, with how many.
+ */
+async function sealedUnderRetiredKeys(dataDir: string, retired: readonly string[]): Promise<string[]> {
+  const found: string[] = [];
+  for (const name of await readdir(dataDir)) {
+    const bytes = await readFile(join(dataDir, name));
+    for (const keyId of retired) {
+      const header = Buffer.concat([Buffer.of(1), Buffer.from(keyId, 'hex')]);
+      let count = 0;
+      for (let at = bytes.indexOf(header); at !== -1; at = bytes.indexOf(header, at + 1)) count += 1;
+      if (count > 0) found.push(`${name}: ${count} under ${keyId}`);
+    }
+  }
+  return found;
 }
 
 /** The ids (hex) of the keys in the key file, current first. */
@@ -151,10 +172,12 @@ async function everythingWorksAfterRestart(seeded: Seeded): Promise<void> {
  * key alone, every sealed value is under it, the lock is gone, and
  * everything works on the running server and after a restart.
  */
-async function assertRotatedTo(seeded: Seeded, stdout: string): Promise<void> {
+async function assertRotatedTo(seeded: Seeded, stdout: string, retired: readonly string[]): Promise<void> {
   const { keyId } = JSON.parse(stdout) as { keyId: string };
   assert.deepEqual(await keyFileIds(seeded.dataDir), [keyId]);
   assert.deepEqual([...sealedKeyIds(seeded.dataDir).keys()], [keyId]);
+  // Nowhere in the data directory (old row versions, freed pages, the write-ahead log) is anything left that a retired key opens.
+  assert.deepEqual(await sealedUnderRetiredKeys(seeded.dataDir, retired), []);
   assert.ok(!existsSync(lockPath(seeded.dataDir)));
   for (const capability of seeded.capabilities) assert.equal(await seeded.control.statusOf(capability), 200);
   await everythingWorksAfterRestart(seeded);
@@ -173,6 +196,7 @@ test('rotating the key file’s master key online: no request fails, every secre
   const seeded = await seededServer();
   const { dataDir } = seeded;
   const oldKey = (await readFile(join(dataDir, 'master.key'), 'utf8')).trim();
+  const retired = await keyFileIds(dataDir);
   const before = sealedKeyIds(dataDir);
   assert.equal(before.size, 1);
 
@@ -188,12 +212,13 @@ test('rotating the key file’s master key online: no request fails, every secre
 
   assert.notEqual((await readFile(join(dataDir, 'master.key'), 'utf8')).trim(), oldKey);
   // Only the new key remains, every sealed value is under it, and everything works.
-  await assertRotatedTo(seeded, rotation.stdout);
+  await assertRotatedTo(seeded, rotation.stdout, retired);
 });
 
 test('two overlapping rotations: the second fails at once naming the lock, the first completes, no key is lost', async () => {
   const seeded = await seededServer();
   const { dataDir } = seeded;
+  const retired = await keyFileIds(dataDir);
   const load = startLoad(seeded);
   const rotations = [spawnMembrane(ROTATE(dataDir)), spawnMembrane(ROTATE(dataDir))];
   // Whichever takes the lock is stopped until the other has run into it, so the two overlap
@@ -226,7 +251,7 @@ test('two overlapping rotations: the second fails at once naming the lock, the f
   assert.equal(done.code, 0, done.stderr);
   assert.deepEqual(failures, []);
 
-  await assertRotatedTo(seeded, done.stdout);
+  await assertRotatedTo(seeded, done.stdout, retired);
 });
 
 test('a rotation killed while it holds the lock: a lock naming another host or no holder is refused, a stale one is taken over', async () => {
@@ -265,7 +290,7 @@ test('a rotation killed while it holds the lock: a lock naming another host or n
     rotation.stderr,
     new RegExp(`^membrane: warning: took over the key rotation lock ${lock}: process ${holder.pid}, which held it since \\S+, is no longer running\\n$`),
   );
-  await assertRotatedTo(seeded, rotation.stdout);
+  await assertRotatedTo(seeded, rotation.stdout, keysLeft);
 });
 
 test('a rotation whose key file is changed under it (by a writer ignoring the lock) stops and removes no key', async () => {

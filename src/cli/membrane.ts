@@ -192,6 +192,8 @@ async function rotateKeys(args: readonly string[]): Promise<number> {
     const { store, key } = await openStore(dataDir, process.env.MEMBRANE_MASTER_KEY, { create: false });
     try {
       const { current, result } = fromEnvironment ? { current: key.current, result: await resealStore(store, key) } : await rotateKeyFile(dataDir, key, store, lock);
+      // Nothing the retired keys open may stay behind in the store's files (old row versions, the write-ahead log).
+      if (result.unreadable === 0) await store.eraseReplaced();
       const keyId = current.id.toString('hex');
       if (values.json === true) process.stdout.write(`${JSON.stringify({ keyId, ...result })}\n`);
       else process.stdout.write(`re-sealed ${result.resealed} values under master key ${keyId}\n`);

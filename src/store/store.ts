@@ -136,6 +136,13 @@ export interface Store {
   findSealed(column: string, keyId: Buffer, after: string | number | null, limit: number): Promise<SealedCell[]>;
   /** Replaces a sealed cell's value if it still holds `expected`; false if it changed meanwhile. */
   replaceSealed(column: string, row: string | number, expected: Buffer, value: Buffer): Promise<boolean>;
+  /**
+   * Erases from the store's files every copy of a value that was since
+   * replaced or deleted (older row versions, freed space, logs), so that
+   * after a key rotation no file holds anything a retired key opens.
+   * Rejects if it cannot finish (the store stays consistent).
+   */
+  eraseReplaced(): Promise<void>;
 
   close(): Promise<void>;
 }

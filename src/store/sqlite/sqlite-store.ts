@@ -138,6 +138,8 @@ export class SqliteStore implements Store {
       db.pragma('journal_mode = WAL');
       db.pragma('synchronous = FULL');
       db.pragma('foreign_keys = ON');
+      // Space freed by an update or delete is zeroed, never left holding the old value (see eraseReplaced).
+      db.pragma('secure_delete = ON');
       migrate(db);
       return new SqliteStore(db);
     } catch (error) {
@@ -301,10 +303,33 @@ export class SqliteStore implements Store {
     return this.#db.prepare(`UPDATE ${table} SET ${name} = ? WHERE ${key} = ? AND ${name} = ?`).run(value, row, expected).changes > 0;
   }
 
+  /**
+   * With secure_delete on, the database file keeps no replaced value; the
+   * write-ahead log still holds older versions of the pages written since
+   * it was last reset (it is reused, not shrunk). A TRUNCATE checkpoint
+   * copies its latest pages into the database file and truncates it to
+   * zero bytes; it waits (busy timeout) for other connections' readers and
+   * writers, and is retried while they keep it busy.
+   */
+  async eraseReplaced(): Promise<void> {
+    const deadline = Date.now() + ERASE_TIMEOUT_MS;
+    for (;;) {
+      const [result] = this.#db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number; log: number; checkpointed: number }[];
+      if (result !== undefined && result.busy === 0 && result.log === 0) return;
+      if (Date.now() > deadline) {
+        throw new Error(`the write-ahead log of ${this.#db.name} could not be emptied within ${ERASE_TIMEOUT_MS / 1000} s (other processes kept it busy); run the rotation again`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    }
+  }
+
   async close(): Promise<void> {
     if (this.#db.open) this.#db.close();
   }
 }
+
+/** How long eraseReplaced keeps trying to empty the write-ahead log. */
+const ERASE_TIMEOUT_MS = 60_000;
 
 function sealedColumn(column: string): { table: string; column: string; key: string } {
   const found = SEALED_COLUMNS[column];
