@@ -3,13 +3,14 @@
  * stdout, stderr and exit codes; profiles in an isolated HOME.
  */
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parseAllDocuments } from 'yaml';
-import { bannerRoots, runCapi, runMembrane, startServerProcess, type CommandResult, type ServerProcess } from './helpers/child.js';
+import { bannerRoots, CAPI_BIN, cleanEnv, runCapi, runMembrane, startServerProcess, type CommandResult, type ServerProcess } from './helpers/child.js';
 import { startAwsOracleTarget } from './helpers/aws-oracle.js';
 import { tempDir } from './helpers/membrane.js';
 import { createPki, type Pki } from './helpers/pki.js';
@@ -59,6 +60,29 @@ function failed(result: CommandResult, code: number, message: RegExp): void {
 
 async function exportCapability(id: string): Promise<{ export: string; revoke: string }> {
   return JSON.parse(succeeded(await capi(['membrane', 'create', '--id', id, '--json']))).capabilities;
+}
+
+/**
+ * Another `membrane serve` on a store of its own (removed after the tests),
+ * which saves its tenant's root capabilities as the default profile in
+ * `home`; `tls` serves HTTPS with the test PKI's server certificate.
+ */
+async function startOtherServer(home: string, options: { tls?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<ServerProcess & { dataDir: string }> {
+  const dataDir = await tempDir();
+  cleanup.push(() => rm(dataDir, { recursive: true, force: true }));
+  const tls = options.tls === true ? ['--tls-cert', pki.serverCertPath, '--tls-key', pki.serverKeyPath] : [];
+  const started = await startServerProcess(['--port', '0', '--data-dir', dataDir, ...tls], { HOME: home, ...options.env });
+  cleanup.push(() => started.child.kill('SIGKILL'));
+  return { ...started, dataDir };
+}
+
+/** capi run from `cwd` (runCapi runs it from the test's own directory). */
+function capiIn(cwd: string, args: string[], home: string): Promise<CommandResult> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CAPI_BIN, ...args], { cwd, env: { ...cleanEnv(), HOME: home } }, (error, stdout, stderr) => {
+      resolve({ code: error === null ? 0 : Number(error.code), signal: null, stdout, stderr });
+    });
+  });
 }
 
 describe('profiles written by the server', () => {
@@ -142,6 +166,34 @@ describe('capi config and profiles', () => {
     failed(await runCapi(['membrane'], { HOME: isolated }), 2, /a membrane command is required/);
   });
 
+  test('--ca is saved as an absolute path that works from any directory; --ca "" and --address "" clear', async () => {
+    const isolated = await freshHome();
+    await startOtherServer(isolated, { tls: true });
+    const certificates = join(isolated, 'certificates');
+    const elsewhere = join(isolated, 'elsewhere');
+    await mkdir(certificates);
+    await mkdir(elsewhere);
+    await writeFile(join(certificates, 'ca.pem'), pki.caCert);
+    const configFile = async (): Promise<Record<string, unknown>> =>
+      parseAllDocuments(await readFile(join(isolated, '.capability', 'config'), 'utf8')).map((d) => d.toJS()).find((d) => d.profile === 'default').membrane;
+
+    succeeded(await capiIn(certificates, ['config', '--ca', 'ca.pem'], isolated));
+    assert.equal((await configFile()).ca, join(certificates, 'ca.pem'));
+    assert.equal(JSON.parse(succeeded(await capiIn(elsewhere, ['membrane', 'query', '--json'], isolated))).completed, true);
+    failed(await capiIn(elsewhere, ['config', '--ca', 'ca.pem'], isolated), 2, new RegExp(`--ca: cannot read ${join(elsewhere, 'ca.pem')} \\(ENOENT\\)`));
+
+    const cleared = succeeded(await capiIn(elsewhere, ['config', '--ca', ''], isolated));
+    assert.match(cleared, /^ca: \(system trust store\)$/m);
+    assert.ok(!('ca' in (await configFile())));
+    assert.ok('address' in (await configFile()));
+    failed(await capiIn(elsewhere, ['membrane', 'query'], isolated), 1, /no answer from https:\/\/localhost:\d+/);
+
+    const noAddress = succeeded(await capiIn(elsewhere, ['config', '--address', ''], isolated));
+    assert.match(noAddress, /^address: \(https:\/\/AUTHORITY of each capability\)$/m);
+    assert.deepEqual(await configFile(), {});
+    assert.deepEqual(JSON.parse(succeeded(await capiIn(elsewhere, ['config', '--json'], isolated))).membrane.address, undefined);
+  });
+
   test('concurrent writers never lose each other’s profiles', async () => {
     const isolated = await freshHome();
     const roots = bannerRoots(server.stdout())!;
@@ -197,10 +249,7 @@ describe('capi membrane', () => {
 
   test('delete-self with a second tenant’s profile', async () => {
     const isolated = await freshHome();
-    const dataDir = await tempDir();
-    cleanup.push(() => rm(dataDir, { recursive: true, force: true }));
-    const other = await startServerProcess(['--port', '0', '--data-dir', dataDir], { HOME: isolated });
-    cleanup.push(() => other.child.kill('SIGKILL'));
+    await startOtherServer(isolated);
     succeeded(await runCapi(['membrane', 'create', '--id', 'x'], { HOME: isolated }));
     assert.equal(succeeded(await runCapi(['membrane', 'delete-self'], { HOME: isolated })), 'deleted: every membrane of the tenant is revoked, and its root capabilities are dead\n');
     failed(await runCapi(['membrane', 'query'], { HOME: isolated }), 1, /^capi: 401 Unauthorized: a valid capability token is required/);
@@ -404,11 +453,8 @@ describe('capi invoke', () => {
   });
 
   test('over HTTPS with the profile’s CA, --ca, or --trustedCA-file-path', async () => {
-    const dataDir = await tempDir();
-    cleanup.push(() => rm(dataDir, { recursive: true, force: true }));
     const isolated = await freshHome();
-    const tls = await startServerProcess(['--port', '0', '--data-dir', dataDir, '--tls-cert', pki.serverCertPath, '--tls-key', pki.serverKeyPath], { HOME: isolated });
-    cleanup.push(() => tls.child.kill('SIGKILL'));
+    const tls = await startOtherServer(isolated, { tls: true });
     const roots = bannerRoots(tls.stdout())!;
     const caFile = join(isolated, 'ca.pem');
     await writeFile(caFile, pki.caCert);

@@ -8,6 +8,7 @@
  */
 import { createReadStream, readFileSync } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
+import { resolve } from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import yargs, { type Argv } from 'yargs';
@@ -16,7 +17,7 @@ import { request, type ClientOptions } from '../sdk/client.js';
 import { InvalidCapabilityError, MembraneConnectionError, MembraneHttpError } from '../sdk/errors.js';
 import { parseCapabilityUri, redactTokens } from '../token.js';
 import type { HmacConfig, MembraneView, QueryResult, TlsConfig, UriExportConfig } from '../wire.js';
-import { ProfileStore, type MembraneCredentials } from './profile-store.js';
+import { ProfileStore, type MembraneCredentials, type SettingsChange } from './profile-store.js';
 
 const VERSION = '0.1.0';
 
@@ -137,8 +138,8 @@ async function parse(argv: readonly string[], io: Io): Promise<Selected | undefi
           .option('create', { type: 'string', requiresArg: true, coerce: capabilityValue('create'), describe: 'The tenant’s create capability' })
           .option('query', { type: 'string', requiresArg: true, coerce: capabilityValue('query'), describe: 'The tenant’s query capability' })
           .option('delete-self', { type: 'string', requiresArg: true, coerce: capabilityValue('delete-self'), describe: 'The tenant’s deleteSelf capability' })
-          .option('address', { type: 'string', requiresArg: true, describe: 'Base URL of the Membrane service, e.g. http://localhost:8080' })
-          .option('ca', { type: 'string', requiresArg: true, describe: 'PEM file of certificate authorities to trust' })
+          .option('address', { type: 'string', requiresArg: true, describe: 'Base URL of the Membrane service, e.g. http://localhost:8080 ("": clear it)' })
+          .option('ca', { type: 'string', requiresArg: true, describe: 'PEM file of certificate authorities to trust, saved as an absolute path ("": clear it)' })
           .epilogue(SECRET_HELP),
       select('config'),
     )
@@ -479,9 +480,15 @@ async function config(store: ProfileStore, profile: string, args: Args, json: bo
     query: optional(args.query),
     deleteSelf: optional(args['delete-self']),
   };
-  const settings = { address: optional(args.address), ca: optional(args.ca) };
-  if (settings.address !== undefined) checkAddress(settings.address, '--address');
-  if (settings.ca !== undefined) readPem(settings.ca, '--ca');
+  // An empty value clears the setting; a CA file is saved as an absolute path, so that it is found from any directory.
+  const address = optional(args.address);
+  const ca = optional(args.ca);
+  const settings: SettingsChange = {
+    address: address === '' ? null : address,
+    ca: ca === '' ? null : ca === undefined ? undefined : resolve(ca),
+  };
+  if (typeof settings.address === 'string') checkAddress(settings.address, '--address');
+  if (typeof settings.ca === 'string') readPem(settings.ca, '--ca');
   const changing = Object.values(capabilities).some((value) => value !== undefined);
   if (changing) await store.setCredentials(profile, capabilities);
   if (settings.address !== undefined || settings.ca !== undefined) await store.setSettings(profile, settings);
