@@ -3,7 +3,7 @@
  * stdout, stderr and exit codes; profiles in an isolated HOME.
  */
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -81,6 +81,27 @@ function capiIn(cwd: string, args: string[], home: string): Promise<CommandResul
   return new Promise((resolve) => {
     execFile(process.execPath, [CAPI_BIN, ...args], { cwd, env: { ...cleanEnv(), HOME: home } }, (error, stdout, stderr) => {
       resolve({ code: error === null ? 0 : Number(error.code), signal: null, stdout, stderr });
+    });
+  });
+}
+
+/**
+ * capi on a pseudo-terminal (util-linux `script`), with `typed` typed into
+ * it; `output` is everything the terminal showed (stdout and stderr).
+ */
+function capiOnTerminal(args: string[], home: string, typed: string): Promise<{ code: number | null; output: string }> {
+  const quote = (word: string): string => `'${word.replace(/'/g, `'\\''`)}'`;
+  const command = [process.execPath, CAPI_BIN, ...args].map(quote).join(' ');
+  const child = spawn('script', ['-qfec', command, '/dev/null'], { env: { ...cleanEnv(), HOME: home }, stdio: ['pipe', 'pipe', 'pipe'] });
+  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  let output = '';
+  child.stdout.on('data', (chunk) => (output += chunk));
+  child.stderr.on('data', (chunk) => (output += chunk));
+  child.stdin.end(typed);
+  return new Promise((resolve) => {
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, output });
     });
   });
 }
@@ -251,7 +272,7 @@ describe('capi membrane', () => {
     const isolated = await freshHome();
     await startOtherServer(isolated);
     succeeded(await runCapi(['membrane', 'create', '--id', 'x'], { HOME: isolated }));
-    assert.equal(succeeded(await runCapi(['membrane', 'delete-self'], { HOME: isolated })), 'deleted: every membrane of the tenant is revoked, and its root capabilities are dead\n');
+    assert.equal(succeeded(await runCapi(['membrane', 'delete-self', '--yes'], { HOME: isolated })), 'deleted: every membrane of the tenant is revoked, and its root capabilities are dead\n');
     failed(await runCapi(['membrane', 'query'], { HOME: isolated }), 1, /^capi: 401 Unauthorized: a valid capability token is required/);
   });
 
@@ -667,6 +688,66 @@ describe('header lines from a file, standard input or CAPI_HEADERS', () => {
   });
 });
 
+describe('capi membrane delete-self asks first', () => {
+  let isolated: string;
+  let dataDir: string;
+  let url: string;
+  let exported: string;
+  before(async () => {
+    isolated = await freshHome();
+    const other = await startOtherServer(isolated, { env: { MEMBRANE_ALLOW_TARGETS: '127.0.0.0/8' } });
+    dataDir = other.dataDir;
+    url = other.url;
+    const m = JSON.parse(succeeded(await runCapi(['membrane', 'create', '--id', 'kept', '--json'], { HOME: isolated }))).capabilities;
+    exported = succeeded(await runCapi(['membrane', 'export', '--capability', m.export, '--uri', `${target.url}/alive`], { HOME: isolated })).trim();
+  });
+
+  /** Whether the tenant still answers: its query capability and a capability exported through it. */
+  async function tenantAlive(): Promise<boolean> {
+    const query = await runCapi(['membrane', 'query'], { HOME: isolated });
+    const invoked = await runCapi(['invoke', exported], { HOME: isolated });
+    assert.equal(query.code, invoked.code, `${query.stderr} ${invoked.stderr}`);
+    if (query.code !== 0) {
+      assert.match(query.stderr, /^capi: 401 Unauthorized/);
+      assert.equal(invoked.stderr, '401 Unauthorized\n');
+    }
+    return query.code === 0;
+  }
+
+  test('without a terminal and without --yes it is a usage error and nothing is sent', async () => {
+    failed(await runCapi(['membrane', 'delete-self'], { HOME: isolated }), 2, /^capi: membrane delete-self asks for confirmation, and there is no terminal to ask on: pass --yes/);
+    failed(await runCapi(['membrane', 'delete-self'], { HOME: isolated }, 'yes\n'), 2, /pass --yes/);
+    assert.equal(await tenantAlive(), true);
+  });
+
+  test('on a terminal it names what will happen and goes ahead only on y or yes', async () => {
+    for (const answer of ['no\n', '\n', 'yess\n', '']) {
+      const refused = await capiOnTerminal(['membrane', 'delete-self'], isolated, answer);
+      assert.equal(refused.code, 1, refused.output);
+      assert.match(refused.output, /membrane delete-self revokes every membrane of the tenant of profile "default" at localhost:\d+: every capability exported through them stops working, and the tenant's root capabilities \(create, query, deleteSelf\) die with it\./);
+      assert.match(refused.output, /Delete the tenant\? \[y\/N\] /);
+      assert.match(refused.output, /capi: not confirmed; nothing was deleted/);
+      assert.ok(!refused.output.includes('CPBLTY1-'), refused.output);
+      assert.equal(await tenantAlive(), true, JSON.stringify(answer));
+    }
+    const confirmed = await capiOnTerminal(['membrane', 'delete-self'], isolated, 'yes\n');
+    assert.equal(confirmed.code, 0, confirmed.output);
+    assert.match(confirmed.output, /deleted: every membrane of the tenant is revoked, and its root capabilities are dead/);
+    assert.equal(await tenantAlive(), false);
+  });
+
+  test('--yes and -y skip the question', async () => {
+    for (const flag of ['--yes', '-y']) {
+      const tenant = await runMembrane(['tenant', 'create', '--data-dir', dataDir, '--json'], { HOME: isolated });
+      const roots = JSON.parse(tenant.stdout);
+      const onTerminal = await capiOnTerminal(['membrane', 'delete-self', flag, '--address', url, '--capability', roots.deleteSelf], isolated, '');
+      assert.equal(onTerminal.code, 0, onTerminal.output);
+      assert.ok(!onTerminal.output.includes('[y/N]'), onTerminal.output);
+      failed(await runCapi(['membrane', 'query', '--address', url, '--capability', roots.query], { HOME: isolated }), 1, /401 Unauthorized/);
+    }
+  });
+});
+
 describe('capi --help', () => {
   test('explains how secrets stay out of shell history', async () => {
     for (const args of [['--help'], ['membrane', 'export', '--help'], ['invoke', '--help'], ['config', '--help']]) {
@@ -687,7 +768,7 @@ describe('capi --help', () => {
       [['membrane', 'export'], /^capi membrane export\n\nExport a capability[\s\S]*--uri /],
       [['membrane', 'query'], /^capi membrane query\n\nQuery membranes\n[\s\S]*--last-id /],
       [['membrane', 'revoke'], /^capi membrane revoke\n\nRevoke a membrane/],
-      [['membrane', 'delete-self'], /^capi membrane delete-self\n\nRevoke every membrane of the tenant\n/],
+      [['membrane', 'delete-self'], /^capi membrane delete-self\n\nRevoke every membrane of the tenant, killing its root capabilities \(asks first on a terminal\)\n[\s\S]*-y, --yes +Do not ask for confirmation/],
       [['invoke'], /^capi invoke <capability>\n\nInvoke a capability[\s\S]*--data /],
     ];
     for (const [path, expected] of usage) {
@@ -713,6 +794,7 @@ describe('capi --help', () => {
       [['membrane', 'export', '--capabilty', cap, '--uri', 'http://x/'], 'unknown option --capabilty; did you mean --capability?'],
       [['membrane', 'export', '--uri', 'http://x/', '--no-allow-qurey'], 'unknown option --no-allow-qurey; did you mean --no-allow-query?'],
       [['membrane', 'query', '--limt=5'], 'unknown option --limt; did you mean --limit?'],
+      [['membrane', 'delete-self', '--yse'], 'unknown option --yse; did you mean --yes?'],
       [['config', '--adress', 'http://x'], 'unknown option --adress; did you mean --address?'],
       [['invoke', cap, '--hedaer', 'X: y'], 'unknown option --hedaer; did you mean --header?'],
       [['--profle', 'x', 'profiles'], 'unknown option --profle; did you mean --profile?'],

@@ -6,9 +6,11 @@
  * 0 success, 1 failure (including an error answer), 2 usage error. Errors
  * are one line on stderr.
  */
+import { once } from 'node:events';
 import { createReadStream, readFileSync } from 'node:fs';
 import { STATUS_CODES } from 'node:http';
 import { resolve } from 'node:path';
+import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import yargs, { type Argv } from 'yargs';
@@ -267,7 +269,20 @@ async function parse(argv: readonly string[], io: Io, values: FlagValues): Promi
               select('membrane query'),
             )
             .command('revoke', 'Revoke a membrane (--capability: its revoke capability)', (c) => enter('membrane revoke')(c), select('membrane revoke'))
-            .command('delete-self', 'Revoke every membrane of the tenant', (c) => enter('membrane delete-self')(c), select('membrane delete-self'))
+            .command(
+              'delete-self',
+              'Revoke every membrane of the tenant, killing its root capabilities (asks first on a terminal)',
+              (c) =>
+                enter('membrane delete-self')(
+                  c.option('yes', {
+                    alias: 'y',
+                    type: 'boolean',
+                    default: undefined,
+                    describe: 'Do not ask for confirmation (needed when standard input or standard error is not a terminal)',
+                  }),
+                ),
+              select('membrane delete-self'),
+            )
             .epilogue(SECRET_HELP),
         ),
       select('membrane'),
@@ -396,6 +411,11 @@ async function run({ command, args }: Selected, io: Io, values: FlagValues, prin
       return invoke(args, await clientOptions(store, profile, args, String(args.capability)), io, values);
     case 'membrane':
       throw new UsageError(`a membrane command is required: ${oneOf(MEMBRANE_COMMANDS)}`);
+    case 'membrane delete-self':
+      if (args.yes !== true && !isTerminal(io)) {
+        throw new UsageError('membrane delete-self asks for confirmation, and there is no terminal to ask on: pass --yes to delete the tenant without asking');
+      }
+      break;
   }
   const capability = await capabilityFor(store, profile, command, args);
   const client = new Membrane(await clientOptions(store, profile, args, capability));
@@ -431,11 +451,43 @@ async function run({ command, args }: Selected, io: Io, values: FlagValues, prin
       print(json ? JSON.stringify({ statusCode: 202, message: 'Accepted' }) : 'revoked: the membrane and everything exported through it');
       return 0;
     case 'membrane delete-self':
+      if (args.yes !== true && !(await confirmedOnTerminal(io, deleteSelfQuestion(profile, capability, typeof args.capability !== 'string')))) {
+        throw new CommandError('not confirmed; nothing was deleted');
+      }
       await client.deleteSelf(capability);
       print(json ? JSON.stringify({ statusCode: 202, message: 'Accepted' }) : 'deleted: every membrane of the tenant is revoked, and its root capabilities are dead');
       return 0;
   }
   throw new UsageError(`unknown command ${command}`);
+}
+
+/** Whether a question can be asked: standard input and standard error are both terminals. */
+function isTerminal(io: Io): boolean {
+  return (io.stdin as { isTTY?: boolean }).isTTY === true && (io.stderr as { isTTY?: boolean }).isTTY === true;
+}
+
+/** What delete-self is about to do, as a question that names the tenant (never a token). */
+function deleteSelfQuestion(profile: string, capability: string, fromProfile: boolean): string {
+  const tenant = fromProfile ? `the tenant of profile "${profile}"` : 'the tenant of the given deleteSelf capability';
+  const service = parseCapabilityUri(capability)?.authority ?? '';
+  return (
+    `membrane delete-self revokes every membrane of ${tenant} at ${service}: every capability exported through them stops working, ` +
+    `and the tenant's root capabilities (create, query, deleteSelf) die with it. It cannot be undone.\n` +
+    'Delete the tenant? [y/N] '
+  );
+}
+
+/** Asks `question` on standard error; true only if the answer line is y or yes (any case). */
+async function confirmedOnTerminal(io: Io, question: string): Promise<boolean> {
+  io.stderr.write(question);
+  const lines = createInterface({ input: io.stdin, terminal: false });
+  try {
+    const [answer] = (await Promise.race([once(lines, 'line'), once(lines, 'close')])) as [string | undefined];
+    if (answer === undefined) io.stderr.write('\n');
+    return /^(y|yes)$/i.test((answer ?? '').trim());
+  } finally {
+    lines.close();
+  }
 }
 
 const optional = (value: unknown): string | undefined => (value === undefined ? undefined : String(value));
