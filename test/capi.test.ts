@@ -473,6 +473,28 @@ describe('capi invoke', () => {
     assert.equal(JSON.parse(result.stdout).url, '/inv');
   });
 
+  test('an error body gets a final newline when it has none; a 2xx body stays byte-exact', async () => {
+    const answers: Record<string, [number, string]> = {
+      '/missing': [404, 'not here'],
+      '/ended': [500, 'broken\n'],
+      '/empty': [503, ''],
+      '/ok': [200, 'exact, no newline'],
+      '/ok-crlf': [201, 'ends\r\n'],
+    };
+    const answering = await startTarget({ respond: (req, res) => res.writeHead(answers[req.url!]![0]).end(answers[req.url!]![1]) });
+    cleanup.push(() => answering.close());
+    const { export: exportCap } = await exportCapability('newline');
+    for (const [path, [status, body]] of Object.entries(answers)) {
+      const capability = succeeded(await capi(['membrane', 'export', '--capability', exportCap, '--uri', `${answering.url}${path}`])).trim();
+      const result = await capi(['invoke', capability]);
+      assert.equal(result.code, status < 300 ? 0 : 1);
+      assert.equal(result.stdout, status < 300 || body === '' || body.endsWith('\n') ? body : `${body}\n`, path);
+    }
+    // Membrane's own refusal (a JSON body without a newline) too.
+    const unknown = await capi(['invoke', `cpblty://localhost:${new URL(server.url).port}/#CPBLTY1-${'B'.repeat(86)}`]);
+    assert.match(unknown.stdout, /^\{"error":"Unauthorized","message":"[^"\n]+"\}\n$/);
+  });
+
   test('over HTTPS with the profile’s CA, --ca, or --trustedCA-file-path', async () => {
     const isolated = await freshHome();
     const tls = await startOtherServer(isolated, { tls: true });

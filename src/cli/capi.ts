@@ -735,15 +735,25 @@ async function invoke(args: Args, options: ClientOptions, io: Io, values: FlagVa
     ...(args.query === undefined ? {} : { query: String(args.query).replace(/^\?/, '') }),
   });
   const status = response.status;
+  const succeeded = status >= 200 && status < 300;
   io.stderr.write(
     args.json === true
       ? `${JSON.stringify({ status, headers: response.headers })}\n`
       : `${status} ${STATUS_CODES[status] ?? ''}`.trimEnd() + '\n',
   );
+  let lastByte: number | undefined;
+  const noteLastByte = async function* (chunks: AsyncIterable<Buffer>): AsyncGenerator<Buffer> {
+    for await (const chunk of chunks) {
+      if (chunk.length > 0) lastByte = chunk[chunk.length - 1];
+      yield chunk;
+    }
+  };
   try {
-    await pipeline(response.body, io.stdout, { end: false });
+    await pipeline(response.body, noteLastByte, io.stdout, { end: false });
   } catch (error) {
     throw new CommandError(`the answer broke off: ${(error as Error).message}`);
   }
-  return status >= 200 && status < 300 ? 0 : 1;
+  // A 2xx body is written exactly as received; an error body ends its line, so that a script's next output starts on a line of its own.
+  if (!succeeded && lastByte !== undefined && lastByte !== 0x0a) io.stdout.write('\n');
+  return succeeded ? 0 : 1;
 }
