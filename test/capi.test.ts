@@ -3,13 +3,14 @@
  * stdout, stderr and exit codes; profiles in an isolated HOME.
  */
 import assert from 'node:assert/strict';
+import { execFile, spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parseAllDocuments } from 'yaml';
-import { bannerRoots, runCapi, runMembrane, startServerProcess, type CommandResult, type ServerProcess } from './helpers/child.js';
+import { bannerRoots, CAPI_BIN, cleanEnv, runCapi, runMembrane, startServerProcess, type CommandResult, type ServerProcess } from './helpers/child.js';
 import { startAwsOracleTarget } from './helpers/aws-oracle.js';
 import { tempDir } from './helpers/membrane.js';
 import { createPki, type Pki } from './helpers/pki.js';
@@ -59,6 +60,50 @@ function failed(result: CommandResult, code: number, message: RegExp): void {
 
 async function exportCapability(id: string): Promise<{ export: string; revoke: string }> {
   return JSON.parse(succeeded(await capi(['membrane', 'create', '--id', id, '--json']))).capabilities;
+}
+
+/**
+ * Another `membrane serve` on a store of its own (removed after the tests),
+ * which saves its tenant's root capabilities as the default profile in
+ * `home`; `tls` serves HTTPS with the test PKI's server certificate.
+ */
+async function startOtherServer(home: string, options: { tls?: boolean; env?: NodeJS.ProcessEnv } = {}): Promise<ServerProcess & { dataDir: string }> {
+  const dataDir = await tempDir();
+  cleanup.push(() => rm(dataDir, { recursive: true, force: true }));
+  const tls = options.tls === true ? ['--tls-cert', pki.serverCertPath, '--tls-key', pki.serverKeyPath] : [];
+  const started = await startServerProcess(['--port', '0', '--data-dir', dataDir, ...tls], { HOME: home, ...options.env });
+  cleanup.push(() => started.child.kill('SIGKILL'));
+  return { ...started, dataDir };
+}
+
+/** capi run from `cwd` (runCapi runs it from the test's own directory). */
+function capiIn(cwd: string, args: string[], home: string): Promise<CommandResult> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CAPI_BIN, ...args], { cwd, env: { ...cleanEnv(), HOME: home } }, (error, stdout, stderr) => {
+      resolve({ code: error === null ? 0 : Number(error.code), signal: null, stdout, stderr });
+    });
+  });
+}
+
+/**
+ * capi on a pseudo-terminal (util-linux `script`), with `typed` typed into
+ * it; `output` is everything the terminal showed (stdout and stderr).
+ */
+function capiOnTerminal(args: string[], home: string, typed: string): Promise<{ code: number | null; output: string }> {
+  const quote = (word: string): string => `'${word.replace(/'/g, `'\\''`)}'`;
+  const command = [process.execPath, CAPI_BIN, ...args].map(quote).join(' ');
+  const child = spawn('script', ['-qfec', command, '/dev/null'], { env: { ...cleanEnv(), HOME: home }, stdio: ['pipe', 'pipe', 'pipe'] });
+  const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+  let output = '';
+  child.stdout.on('data', (chunk) => (output += chunk));
+  child.stderr.on('data', (chunk) => (output += chunk));
+  child.stdin.end(typed);
+  return new Promise((resolve) => {
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, output });
+    });
+  });
 }
 
 describe('profiles written by the server', () => {
@@ -136,10 +181,38 @@ describe('capi config and profiles', () => {
     failed(await runCapi(['config', '--address', 'ftp://x'], { HOME: isolated }), 2, /--address must be an http or https base URL/);
     failed(await runCapi(['config', '--address', 'http://x/path'], { HOME: isolated }), 2, /--address must be an http or https base URL/);
     failed(await runCapi(['config', '--ca', '/nonexistent/ca.pem'], { HOME: isolated }), 2, /--ca: cannot read \/nonexistent\/ca\.pem \(ENOENT\)/);
-    failed(await runCapi(['config', '--bogus'], { HOME: isolated }), 2, /Unknown argument: bogus/);
+    failed(await runCapi(['config', '--bogus'], { HOME: isolated }), 2, /unknown option --bogus/);
     failed(await runCapi(['config', '--create'], { HOME: isolated }), 2, /Not enough arguments following: create/);
     failed(await runCapi([], { HOME: isolated }), 2, /a command is required/);
     failed(await runCapi(['membrane'], { HOME: isolated }), 2, /a membrane command is required/);
+  });
+
+  test('--ca is saved as an absolute path that works from any directory; --ca "" and --address "" clear', async () => {
+    const isolated = await freshHome();
+    await startOtherServer(isolated, { tls: true });
+    const certificates = join(isolated, 'certificates');
+    const elsewhere = join(isolated, 'elsewhere');
+    await mkdir(certificates);
+    await mkdir(elsewhere);
+    await writeFile(join(certificates, 'ca.pem'), pki.caCert);
+    const configFile = async (): Promise<Record<string, unknown>> =>
+      parseAllDocuments(await readFile(join(isolated, '.capability', 'config'), 'utf8')).map((d) => d.toJS()).find((d) => d.profile === 'default').membrane;
+
+    succeeded(await capiIn(certificates, ['config', '--ca', 'ca.pem'], isolated));
+    assert.equal((await configFile()).ca, join(certificates, 'ca.pem'));
+    assert.equal(JSON.parse(succeeded(await capiIn(elsewhere, ['membrane', 'query', '--json'], isolated))).completed, true);
+    failed(await capiIn(elsewhere, ['config', '--ca', 'ca.pem'], isolated), 2, new RegExp(`--ca: cannot read ${join(elsewhere, 'ca.pem')} \\(ENOENT\\)`));
+
+    const cleared = succeeded(await capiIn(elsewhere, ['config', '--ca', ''], isolated));
+    assert.match(cleared, /^ca: \(system trust store\)$/m);
+    assert.ok(!('ca' in (await configFile())));
+    assert.ok('address' in (await configFile()));
+    failed(await capiIn(elsewhere, ['membrane', 'query'], isolated), 1, /no answer from https:\/\/localhost:\d+/);
+
+    const noAddress = succeeded(await capiIn(elsewhere, ['config', '--address', ''], isolated));
+    assert.match(noAddress, /^address: \(https:\/\/AUTHORITY of each capability\)$/m);
+    assert.deepEqual(await configFile(), {});
+    assert.deepEqual(JSON.parse(succeeded(await capiIn(elsewhere, ['config', '--json'], isolated))).membrane.address, undefined);
   });
 
   test('concurrent writers never lose each other’s profiles', async () => {
@@ -197,12 +270,9 @@ describe('capi membrane', () => {
 
   test('delete-self with a second tenant’s profile', async () => {
     const isolated = await freshHome();
-    const dataDir = await tempDir();
-    cleanup.push(() => rm(dataDir, { recursive: true, force: true }));
-    const other = await startServerProcess(['--port', '0', '--data-dir', dataDir], { HOME: isolated });
-    cleanup.push(() => other.child.kill('SIGKILL'));
+    await startOtherServer(isolated);
     succeeded(await runCapi(['membrane', 'create', '--id', 'x'], { HOME: isolated }));
-    assert.equal(succeeded(await runCapi(['membrane', 'delete-self'], { HOME: isolated })), 'deleted: every membrane of the tenant is revoked, and its root capabilities are dead\n');
+    assert.equal(succeeded(await runCapi(['membrane', 'delete-self', '--yes'], { HOME: isolated })), 'deleted: every membrane of the tenant is revoked, and its root capabilities are dead\n');
     failed(await runCapi(['membrane', 'query'], { HOME: isolated }), 1, /^capi: 401 Unauthorized: a valid capability token is required/);
   });
 
@@ -403,12 +473,31 @@ describe('capi invoke', () => {
     assert.equal(JSON.parse(result.stdout).url, '/inv');
   });
 
+  test('an error body gets a final newline when it has none; a 2xx body stays byte-exact', async () => {
+    const answers: Record<string, [number, string]> = {
+      '/missing': [404, 'not here'],
+      '/ended': [500, 'broken\n'],
+      '/empty': [503, ''],
+      '/ok': [200, 'exact, no newline'],
+      '/ok-crlf': [201, 'ends\r\n'],
+    };
+    const answering = await startTarget({ respond: (req, res) => res.writeHead(answers[req.url!]![0]).end(answers[req.url!]![1]) });
+    cleanup.push(() => answering.close());
+    const { export: exportCap } = await exportCapability('newline');
+    for (const [path, [status, body]] of Object.entries(answers)) {
+      const capability = succeeded(await capi(['membrane', 'export', '--capability', exportCap, '--uri', `${answering.url}${path}`])).trim();
+      const result = await capi(['invoke', capability]);
+      assert.equal(result.code, status < 300 ? 0 : 1);
+      assert.equal(result.stdout, status < 300 || body === '' || body.endsWith('\n') ? body : `${body}\n`, path);
+    }
+    // Membrane's own refusal (a JSON body without a newline) too.
+    const unknown = await capi(['invoke', `cpblty://localhost:${new URL(server.url).port}/#CPBLTY1-${'B'.repeat(86)}`]);
+    assert.match(unknown.stdout, /^\{"error":"Unauthorized","message":"[^"\n]+"\}\n$/);
+  });
+
   test('over HTTPS with the profile’s CA, --ca, or --trustedCA-file-path', async () => {
-    const dataDir = await tempDir();
-    cleanup.push(() => rm(dataDir, { recursive: true, force: true }));
     const isolated = await freshHome();
-    const tls = await startServerProcess(['--port', '0', '--data-dir', dataDir, '--tls-cert', pki.serverCertPath, '--tls-key', pki.serverKeyPath], { HOME: isolated });
-    cleanup.push(() => tls.child.kill('SIGKILL'));
+    const tls = await startOtherServer(isolated, { tls: true });
     const roots = bannerRoots(tls.stdout())!;
     const caFile = join(isolated, 'ca.pem');
     await writeFile(caFile, pki.caCert);
@@ -440,7 +529,7 @@ describe('capi hardening', () => {
     // CAPI_CAPABILITY stands in for --capability of the membrane commands.
     const viaEnv = JSON.parse(succeeded(await capi(['membrane', 'export', '--json', '--uri', `${target.url}/env2`], { CAPI_CAPABILITY: m.export })));
     assert.match(viaEnv.capability, URI);
-    failed(await capi(['membrane', 'revoke'], { CAPI_CAPABILITY: 'not a capability' }), 2, /--capability is not a capability URI/);
+    failed(await capi(['membrane', 'revoke'], { CAPI_CAPABILITY: 'not a capability' }), 2, /CAPI_CAPABILITY is not a capability URI/);
   });
 
   test('a profile’s address is used only for capabilities of the profile’s own service', async () => {
@@ -479,13 +568,46 @@ describe('capi hardening', () => {
 
   test('tokens are never echoed in usage errors', async () => {
     const token = bannerRoots(server.stdout())!.query;
-    const result = await capi(['membrane', 'revoke', token]);
+    const stray = await capi(['membrane', 'revoke', token]);
+    failed(stray, 2, /^capi: unexpected argument: membrane revoke takes no more arguments/);
+    assert.ok(!stray.stderr.includes('cpblty'), stray.stderr);
+    const result = await capi([token]);
     assert.equal(result.code, 2);
     assert.ok(!result.stderr.includes(token.slice(token.indexOf('#') + 9)), result.stderr);
-    assert.match(result.stderr, /CPBLTY1-…/);
+    assert.match(result.stderr, /unknown command "cpblty:\/\/\S+\/#CPBLTY1-…"/);
     const membraneResult = await runMembrane(['init', token]);
     assert.equal(membraneResult.code, 2);
     assert.ok(!membraneResult.stderr.includes(token.slice(token.indexOf('#') + 9)), membraneResult.stderr);
+  });
+
+  test('a capability pasted with whitespace or quotes around it says so, wherever a capability is taken', async () => {
+    const roots = bannerRoots(server.stdout())!;
+    const m = await exportCapability('pasted');
+    const isolated = await freshHome();
+    const pasted: [string, RegExp][] = [
+      [` ${roots.query} `, /the capability has whitespace around it; remove it/],
+      [`${roots.query}\n`, /the capability has whitespace around it; remove it/],
+      [`"${roots.query}"`, /the capability is wrapped in quotes; remove them/],
+      [`'${roots.query}'`, /the capability is wrapped in quotes; remove them/],
+      [` "${roots.query}" `, /the capability is wrapped in quotes and has whitespace around it; remove them/],
+    ];
+    const places: [string, (value: string) => Promise<CommandResult>][] = [
+      ['--capability', (value) => capi(['invoke', value])],
+      ['--capability', (value) => capi(['membrane', 'query', '--capability', value])],
+      ['--capability-to-export', (value) => capi(['membrane', 'export', '--capability', m.export, '--capability-to-export', value])],
+      ['--create', (value) => runCapi(['config', '--create', value], { HOME: isolated })],
+      ['--query', (value) => runCapi(['config', '--query', value], { HOME: isolated })],
+      ['--delete-self', (value) => runCapi(['config', '--delete-self', value], { HOME: isolated })],
+      ['CAPI_CAPABILITY', (value) => capi(['membrane', 'query'], { CAPI_CAPABILITY: value })],
+    ];
+    for (const [source, run] of places) {
+      for (const [value, message] of pasted) {
+        const result = await run(value);
+        failed(result, 2, new RegExp(`^capi: ${source}: ${message.source}\n$`));
+        assert.ok(!result.stderr.includes('cpblty') && !result.stderr.includes('CPBLTY1-'), result.stderr);
+      }
+    }
+    assert.equal(succeeded(await runCapi(['config', '--json'], { HOME: isolated })), '{"profile":"default","membrane":{"capabilities":{"create":"(none)","query":"(none)","deleteSelf":"(none)"}}}\n');
   });
 
   test('repeated header names are refused, methods are upper-cased, standard input is read once', async () => {
@@ -507,6 +629,147 @@ describe('capi hardening', () => {
   });
 });
 
+describe('header lines from a file, standard input or CAPI_HEADERS', () => {
+  /** The value of each named header as the target received it (undefined when absent). */
+  async function headersReceived(capability: string, names: string[], args: string[] = []): Promise<(string | undefined)[]> {
+    const raw: string[] = JSON.parse(succeeded(await capi(['invoke', capability, ...args]))).rawHeaders;
+    return names.map((name) => {
+      const index = raw.findIndex((header, i) => i % 2 === 0 && header.toLowerCase() === name.toLowerCase());
+      return index === -1 ? undefined : raw[index + 1];
+    });
+  }
+
+  test('export --header @FILE (CRLF or LF, blank lines skipped) and @-, mixed with literal headers', async () => {
+    const m = await exportCapability('header-lines');
+    const dir = await freshHome();
+    const file = join(dir, 'headers');
+    await writeFile(file, 'X-Api-Key: s3cr3t-from-file\r\n\r\nAuthorization: Bearer up: stream\r\n   \n');
+    const fromFile = succeeded(await capi(['membrane', 'export', '--capability', m.export, '--uri', `${target.url}/h`, '--header', `@${file}`, '--header', 'X-Literal: 1'])).trim();
+    assert.deepEqual(await headersReceived(fromFile, ['X-Api-Key', 'Authorization', 'X-Literal']), ['s3cr3t-from-file', 'Bearer up: stream', '1']);
+    const fromStdin = succeeded(await capi(['membrane', 'export', '--capability', m.export, '--uri', `${target.url}/h`, '--header', '@-'], {}, 'X-Api-Key: s3cr3t-from-stdin\nX-Two: 2')).trim();
+    assert.deepEqual(await headersReceived(fromStdin, ['X-Api-Key', 'X-Two']), ['s3cr3t-from-stdin', '2']);
+  });
+
+  test('CAPI_HEADERS stands in for --header only in membrane export with --uri and no --header', async () => {
+    const m = await exportCapability('header-env');
+    const env = { CAPI_HEADERS: 'X-Api-Key: s3cr3t-from-env\r\nX-Env: yes\n' };
+    const fromEnv = succeeded(await capi(['membrane', 'export', '--capability', m.export, '--uri', `${target.url}/e`], env)).trim();
+    assert.deepEqual(await headersReceived(fromEnv, ['X-Api-Key', 'X-Env']), ['s3cr3t-from-env', 'yes']);
+    // A --header flag wins: the variable is not merged in.
+    const flagged = succeeded(await capi(['membrane', 'export', '--capability', m.export, '--uri', `${target.url}/e`, '--header', 'X-Flag: 1'], env)).trim();
+    assert.deepEqual(await headersReceived(flagged, ['X-Flag', 'X-Api-Key']), ['1', undefined]);
+    // Not for a re-export (no conflict), not for invoke.
+    const plain = succeeded(await capi(['membrane', 'export', '--capability', m.export, '--uri', `${target.url}/p`])).trim();
+    const reExported = succeeded(await capi(['membrane', 'export', '--capability', m.export, '--capability-to-export', plain], env)).trim();
+    assert.deepEqual(await headersReceived(reExported, ['X-Api-Key']), [undefined]);
+    const invoked: string[] = JSON.parse(succeeded(await capi(['invoke', plain], env))).rawHeaders;
+    assert.ok(!invoked.includes('X-Env'));
+  });
+
+  test('invoke --header @FILE and @-', async () => {
+    const m = await exportCapability('invoke-header-lines');
+    const plain = succeeded(await capi(['membrane', 'export', '--capability', m.export, '--uri', `${target.url}/i`])).trim();
+    const dir = await freshHome();
+    await writeFile(join(dir, 'headers'), 'X-From-File: f\n');
+    assert.deepEqual(await headersReceived(plain, ['X-From-File', 'X-Literal'], ['--header', `@${join(dir, 'headers')}`, '--header', 'X-Literal: l']), ['f', 'l']);
+    const result = await capi(['invoke', plain, '--header', '@-'], {}, 'X-From-Stdin: s\r\n');
+    assert.equal(JSON.parse(succeeded(result)).rawHeaders.includes('X-From-Stdin'), true);
+  });
+
+  test('a bad line is named by its number and never echoed; names twice across sources and standard input twice are refused', async () => {
+    const m = await exportCapability('header-refusals');
+    const exportTo = ['membrane', 'export', '--capability', m.export, '--uri', `${target.url}/x`];
+    const dir = await freshHome();
+    const file = join(dir, 'headers');
+    await writeFile(file, 'X-Ok: 1\r\ns3cr3t-without-a-name\r\n');
+    const fromFile = await capi([...exportTo, '--header', `@${file}`]);
+    failed(fromFile, 2, new RegExp(`^capi: --header @${file}: line 2 is not "Name: value"\n$`));
+    const fromStdin = await capi([...exportTo, '--header', '@-'], {}, 'X-Ok: 1\n\nBad Name: s3cr3t\n');
+    failed(fromStdin, 2, /^capi: --header @-: line 3 is not "Name: value"\n$/);
+    const fromEnv = await capi(exportTo, { CAPI_HEADERS: 's3cr3t' });
+    failed(fromEnv, 2, /^capi: CAPI_HEADERS: line 1 is not "Name: value"\n$/);
+    for (const result of [fromFile, fromStdin, fromEnv]) assert.ok(!result.stderr.includes('s3cr3t'), result.stderr);
+    failed(await capi([...exportTo, '--header', `@${file}x`]), 2, new RegExp(`--header: cannot read ${file}x \\(ENOENT\\)`));
+
+    await writeFile(file, 'X-Twice: 1\n');
+    failed(await capi([...exportTo, '--header', `@${file}`, '--header', 'x-twice: 2']), 2, /--header x-twice is given twice/);
+    failed(await capi(exportTo, { CAPI_HEADERS: 'X-Twice: 1\nX-TWICE: 2' }), 2, /--header X-TWICE is given twice/);
+    failed(await capi([...exportTo, '--header', '@-', '--tls-key', '@-'], {}, 'X-A: 1\n'), 2, /only one value can be read from standard input/);
+    const plain = succeeded(await capi(['membrane', 'export', '--capability', m.export, '--uri', `${target.url}/p`])).trim();
+    failed(await capi(['invoke', plain, '--header', '@-', '--data', '@-'], {}, 'X-A: 1\n'), 2, /^capi: --data: only one value can be read from standard input\n$/);
+  });
+
+  test('the help says how header values stay out of shell history', async () => {
+    for (const args of [['membrane', 'export', '--help'], ['invoke', '--help']]) {
+      const out = succeeded(await capi(args)).replace(/\s+/g, ' ');
+      assert.match(out, /--header @FILE and --header @- read header lines, one "Name: value" per line/);
+      assert.match(out, /CAPI_HEADERS \(header lines in place of --header, with --uri\)/);
+      // Option descriptions may be wrapped inside a word.
+      assert.match(out.replace(/ /g, ''), /--headerHeaderto\w+,"Name:value"\(repeatable\);@FILE\/@-:headerlines/);
+    }
+  });
+});
+
+describe('capi membrane delete-self asks first', () => {
+  let isolated: string;
+  let dataDir: string;
+  let url: string;
+  let exported: string;
+  before(async () => {
+    isolated = await freshHome();
+    const other = await startOtherServer(isolated, { env: { MEMBRANE_ALLOW_TARGETS: '127.0.0.0/8' } });
+    dataDir = other.dataDir;
+    url = other.url;
+    const m = JSON.parse(succeeded(await runCapi(['membrane', 'create', '--id', 'kept', '--json'], { HOME: isolated }))).capabilities;
+    exported = succeeded(await runCapi(['membrane', 'export', '--capability', m.export, '--uri', `${target.url}/alive`], { HOME: isolated })).trim();
+  });
+
+  /** Whether the tenant still answers: its query capability and a capability exported through it. */
+  async function tenantAlive(): Promise<boolean> {
+    const query = await runCapi(['membrane', 'query'], { HOME: isolated });
+    const invoked = await runCapi(['invoke', exported], { HOME: isolated });
+    assert.equal(query.code, invoked.code, `${query.stderr} ${invoked.stderr}`);
+    if (query.code !== 0) {
+      assert.match(query.stderr, /^capi: 401 Unauthorized/);
+      assert.equal(invoked.stderr, '401 Unauthorized\n');
+    }
+    return query.code === 0;
+  }
+
+  test('without a terminal and without --yes it is a usage error and nothing is sent', async () => {
+    failed(await runCapi(['membrane', 'delete-self'], { HOME: isolated }), 2, /^capi: membrane delete-self asks for confirmation, and there is no terminal to ask on: pass --yes/);
+    failed(await runCapi(['membrane', 'delete-self'], { HOME: isolated }, 'yes\n'), 2, /pass --yes/);
+    assert.equal(await tenantAlive(), true);
+  });
+
+  test('on a terminal it names what will happen and goes ahead only on y or yes', async () => {
+    for (const answer of ['no\n', '\n', 'yess\n', '']) {
+      const refused = await capiOnTerminal(['membrane', 'delete-self'], isolated, answer);
+      assert.equal(refused.code, 1, refused.output);
+      assert.match(refused.output, /membrane delete-self revokes every membrane of the tenant of profile "default" at localhost:\d+: every capability exported through them stops working, and the tenant's root capabilities \(create, query, deleteSelf\) die with it\./);
+      assert.match(refused.output, /Delete the tenant\? \[y\/N\] /);
+      assert.match(refused.output, /capi: not confirmed; nothing was deleted/);
+      assert.ok(!refused.output.includes('CPBLTY1-'), refused.output);
+      assert.equal(await tenantAlive(), true, JSON.stringify(answer));
+    }
+    const confirmed = await capiOnTerminal(['membrane', 'delete-self'], isolated, 'yes\n');
+    assert.equal(confirmed.code, 0, confirmed.output);
+    assert.match(confirmed.output, /deleted: every membrane of the tenant is revoked, and its root capabilities are dead/);
+    assert.equal(await tenantAlive(), false);
+  });
+
+  test('--yes and -y skip the question', async () => {
+    for (const flag of ['--yes', '-y']) {
+      const tenant = await runMembrane(['tenant', 'create', '--data-dir', dataDir, '--json'], { HOME: isolated });
+      const roots = JSON.parse(tenant.stdout);
+      const onTerminal = await capiOnTerminal(['membrane', 'delete-self', flag, '--address', url, '--capability', roots.deleteSelf], isolated, '');
+      assert.equal(onTerminal.code, 0, onTerminal.output);
+      assert.ok(!onTerminal.output.includes('[y/N]'), onTerminal.output);
+      failed(await runCapi(['membrane', 'query', '--address', url, '--capability', roots.query], { HOME: isolated }), 1, /401 Unauthorized/);
+    }
+  });
+});
+
 describe('capi --help', () => {
   test('explains how secrets stay out of shell history', async () => {
     for (const args of [['--help'], ['membrane', 'export', '--help'], ['invoke', '--help'], ['config', '--help']]) {
@@ -515,5 +778,61 @@ describe('capi --help', () => {
       assert.match(out, /CAPI_CAPABILITY/);
       assert.match(out, /@FILE/);
     }
+  });
+
+  test('every command and subcommand prints its own help with --help and -h, exit 0', async () => {
+    const usage: [string[], RegExp][] = [
+      [[], /^capi <command> \[options\]\n/],
+      [['config'], /^capi config\n\nSet a profile’s capabilities/],
+      [['profiles'], /^capi profiles\n\nList profiles/],
+      [['membrane'], /^capi membrane\n\nMembrane service operations\n\nCommands:\n {2}capi membrane create /],
+      [['membrane', 'create'], /^capi membrane create\n\nCreate a membrane\n[\s\S]*--id /],
+      [['membrane', 'export'], /^capi membrane export\n\nExport a capability[\s\S]*--uri /],
+      [['membrane', 'query'], /^capi membrane query\n\nQuery membranes\n[\s\S]*--last-id /],
+      [['membrane', 'revoke'], /^capi membrane revoke\n\nRevoke a membrane/],
+      [['membrane', 'delete-self'], /^capi membrane delete-self\n\nRevoke every membrane of the tenant, killing its root capabilities \(asks first on a terminal\)\n[\s\S]*-y, --yes +Do not ask for confirmation/],
+      [['invoke'], /^capi invoke <capability>\n\nInvoke a capability[\s\S]*--data /],
+    ];
+    for (const [path, expected] of usage) {
+      for (const flag of ['--help', '-h']) {
+        const result = await capi([...path, flag]);
+        assert.equal(result.code, 0, `${path.join(' ')} ${flag}: ${result.stderr}`);
+        assert.equal(result.stderr, '');
+        assert.match(result.stdout, expected, `${path.join(' ')} ${flag}`);
+      }
+    }
+  });
+
+  test('a mistyped command or option names the nearest valid one, exit 2', async () => {
+    const cap = bannerRoots(server.stdout())!.query;
+    const mistyped: [string[], string][] = [
+      [['invok', cap], 'unknown command "invok"; did you mean "invoke"?'],
+      [['confg'], 'unknown command "confg"; did you mean "config"?'],
+      [['membrane', 'exprot'], 'unknown command "exprot"; did you mean "export"?'],
+      [['membrane', 'qurey'], 'unknown command "qurey"; did you mean "query"?'],
+      [['membrane', 'delete-slef'], 'unknown command "delete-slef"; did you mean "delete-self"?'],
+      [['membrane', 'frobnicate'], 'unknown command "frobnicate"; expected create, export, query, revoke or delete-self'],
+      [['membrane', 'export', '--ur', 'x'], 'unknown option --ur; did you mean --uri?'],
+      [['membrane', 'export', '--capabilty', cap, '--uri', 'http://x/'], 'unknown option --capabilty; did you mean --capability?'],
+      [['membrane', 'export', '--uri', 'http://x/', '--no-allow-qurey'], 'unknown option --no-allow-qurey; did you mean --no-allow-query?'],
+      [['membrane', 'query', '--limt=5'], 'unknown option --limt; did you mean --limit?'],
+      [['membrane', 'delete-self', '--yse'], 'unknown option --yse; did you mean --yes?'],
+      [['config', '--adress', 'http://x'], 'unknown option --adress; did you mean --address?'],
+      [['invoke', cap, '--hedaer', 'X: y'], 'unknown option --hedaer; did you mean --header?'],
+      [['--profle', 'x', 'profiles'], 'unknown option --profle; did you mean --profile?'],
+      [['--bogus'], 'unknown option --bogus'],
+      [['membrane', '--bogus'], 'unknown option --bogus'],
+      [['profiles', 'extra'], 'unexpected argument: profiles takes no more arguments (quote a value that has spaces)'],
+    ];
+    for (const [args, message] of mistyped) {
+      const result = await capi(args);
+      assert.equal(result.code, 2, args.join(' '));
+      assert.equal(result.stderr, `capi: ${message}\n`, args.join(' '));
+      assert.equal(result.stdout, '');
+    }
+    // Usage errors other than a mistyped word keep exit 2 as well.
+    failed(await capi([]), 2, /^capi: a command is required: config, profiles, membrane or invoke\n$/);
+    failed(await capi(['membrane']), 2, /^capi: a membrane command is required: create, export, query, revoke or delete-self\n$/);
+    failed(await capi(['invoke']), 2, /Not enough non-option arguments/);
   });
 });

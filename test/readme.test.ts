@@ -94,7 +94,7 @@ test('the capi walkthrough works as written', async () => {
   assert.match(stdout, /"body": "\{\\"item\\":42\}"/);
   assert.ok(!stdout.includes('"authorization"'));
   // Step 5: the subcontractor's capability died, the shop's lives.
-  assert.match(stdout, /revoked: the membrane and everything exported through it\n\{"error":"Unauthorized","message":"[^"]+"\}refused: it died with the partner's membrane\nthe shop's capability still works\n/);
+  assert.match(stdout, /revoked: the membrane and everything exported through it\n\{"error":"Unauthorized","message":"[^"]+"\}\nrefused: it died with the partner's membrane\nthe shop's capability still works\n/);
   assert.deepEqual(stderr.split('\n').filter((line) => /^\d{3} /.test(line)), ['200 OK', '200 OK', '401 Unauthorized', '200 OK']);
   // Step 6: the partner is gone.
   const listed = stdout.slice(stdout.lastIndexOf('still works\n') + 'still works\n'.length);
@@ -139,7 +139,7 @@ test('the curl walkthrough and the Lambda walkthroughs (curl, capi, SDK) work as
   // Lambda with capi: the same, then refused.
   assert.deepEqual(JSON.parse(lambda[7]!), { ok: true, url: '/2015-03-31/functions/partner-report/invocations', body: '{"week": 47}' });
   assert.equal(lambda[8], 'revoked: the membrane and everything exported through it');
-  assert.match(lambda.slice(9).join('\n'), /^\{"error":"Unauthorized","message":"[^"]+"\}refused, as it should be\n$/);
+  assert.match(lambda.slice(9).join('\n'), /^\{"error":"Unauthorized","message":"[^"]+"\}\nrefused, as it should be\n$/);
   assert.match(stderr, /200 OK\n401 Unauthorized\n$/);
 
   // Lambda with the SDK: the script as written, inside the package so that

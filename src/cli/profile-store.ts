@@ -36,6 +36,9 @@ export interface MembraneSettings {
   ca?: string;
 }
 
+/** A change to a profile's settings: a string sets the setting, null removes it, undefined keeps it. */
+export type SettingsChange = { [Name in keyof MembraneSettings]?: string | null };
+
 export class ProfileFileError extends Error {
   readonly code = 'CAPI_PROFILE_FILE';
 }
@@ -90,12 +93,15 @@ export class ProfileStore {
     });
   }
 
-  /** Sets the given settings of a profile (others kept). */
-  async setSettings(profile: string, settings: MembraneSettings): Promise<void> {
+  /** Sets or removes the given settings of a profile (others kept). */
+  async setSettings(profile: string, settings: SettingsChange): Promise<void> {
     await this.#update(this.configPath, (documents) => {
       const document = documents.get(profile) ?? { profile };
       const membrane = { ...((document.membrane ?? {}) as Record<string, unknown>) };
-      for (const [name, value] of Object.entries(settings)) if (value !== undefined) membrane[name] = value;
+      for (const [name, value] of Object.entries(settings)) {
+        if (value === null) delete membrane[name];
+        else if (value !== undefined) membrane[name] = value;
+      }
       documents.set(profile, { ...document, membrane });
     });
   }
