@@ -77,15 +77,55 @@ async function echoTarget(): Promise<string> {
   });
 }
 
+/**
+ * A project of its own with Membrane installed from this checkout, as the
+ * README's sdk-install block says (offline: the checkout is linked, nothing
+ * is fetched). Made once.
+ */
+let project: Promise<string> | undefined;
+function projectWithMembrane(): Promise<string> {
+  project ??= (async () => {
+    const dir = await freshDir('readme-project-');
+    await writeFile(join(dir, 'package.json'), '{"name":"readme-project","private":true}\n');
+    const install = block('sdk-install').trim();
+    assert.equal(install, 'npm install /path/to/membrane');
+    await run('bash', ['-euo', 'pipefail', '-c', `${install.replace('/path/to/membrane', REPO_ROOT)} --offline --no-audit --no-fund --loglevel=error`], { cwd: dir, env: cleanEnv() });
+    return dir;
+  })();
+  return project;
+}
+
+/** The README's CAP1-checking service, run in a project with Membrane installed, on a free port; resolves with its port. */
+async function cap1Service(key: string): Promise<number> {
+  const source = block('cap1-target');
+  assert.ok(source.includes("server.listen(9001, '127.0.0.1');"));
+  const file = join(await projectWithMembrane(), 'orders-service.mjs');
+  await writeFile(file, source.replace('server.listen(9001', "server.on('listening', () => console.log(`listening on ${server.address().port}`));\nserver.listen(0"));
+  const service = spawn(process.execPath, [file], { env: { ...cleanEnv(), CAP1_KEY: key }, stdio: ['ignore', 'pipe', 'inherit'] });
+  cleanup.push(() => service.kill());
+  return new Promise<number>((resolve, reject) => {
+    service.stdout.on('data', (chunk: Buffer) => {
+      const match = /listening on (\d+)/.exec(chunk.toString());
+      if (match) resolve(Number(match[1]));
+    });
+    service.on('exit', () => reject(new Error('the CAP1 service exited')));
+  });
+}
+
 async function bash(script: string, home: string): Promise<{ stdout: string; stderr: string }> {
   return run('bash', ['-euo', 'pipefail', '-c', script], { cwd: REPO_ROOT, env: { ...cleanEnv(), HOME: home }, maxBuffer: 16 * 1024 * 1024 });
 }
 
-test('the capi walkthrough works as written', async () => {
+test('the capi walkthrough and the CAP1 walkthrough work as written', async () => {
   readme = await readFile(join(REPO_ROOT, 'README.md'), 'utf8');
   const home = await freshDir('readme-home-');
   await server(home);
-  const script = replaceLine(block('capi'), 'TARGET', await echoTarget());
+  // The key as the cap1-key block makes it, for the service and for the export alike.
+  const key = (await bash(`${block('cap1-key')}printf %s "$CAP1_KEY"`, home)).stdout;
+  assert.match(key, /^[A-Za-z0-9_-]{43}$/);
+  const port = await cap1Service(key);
+  const cap1 = replaceLine(block('cap1-key'), 'CAP1_KEY', key) + block('cap1-export').replaceAll('127.0.0.1:9001', `127.0.0.1:${port}`);
+  const script = replaceLine(block('capi'), 'TARGET', await echoTarget()) + cap1;
   const { stdout, stderr } = await bash(script, home);
 
   // Step 3: what the target received.
@@ -95,10 +135,11 @@ test('the capi walkthrough works as written', async () => {
   assert.ok(!stdout.includes('"authorization"'));
   // Step 5: the subcontractor's capability died, the shop's lives.
   assert.match(stdout, /revoked: the membrane and everything exported through it\n\{"error":"Unauthorized","message":"[^"]+"\}\nrefused: it died with the partner's membrane\nthe shop's capability still works\n/);
-  assert.deepEqual(stderr.split('\n').filter((line) => /^\d{3} /.test(line)), ['200 OK', '200 OK', '401 Unauthorized', '200 OK']);
+  // Steps 3, 4, 5 (refused, then the shop's), and the CAP1 invocation.
+  assert.deepEqual(stderr.split('\n').filter((line) => /^\d{3} /.test(line)), ['200 OK', '200 OK', '401 Unauthorized', '200 OK', '200 OK']);
   // Step 6: the partner is gone.
   const listed = stdout.slice(stdout.lastIndexOf('still works\n') + 'still works\n'.length);
-  assert.match(listed, /^shop\n {2}export: cpblty:\S+\n {2}revoke: cpblty:\S+\nsubcontractor\n {2}export: cpblty:\S+\n {2}revoke: cpblty:\S+\n$/);
+  assert.match(listed, /^shop\n {2}export: cpblty:\S+\n {2}revoke: cpblty:\S+\nsubcontractor\n {2}export: cpblty:\S+\n {2}revoke: cpblty:\S+\nhello, Membrane\nnot signed by Membrane\n$/);
 });
 
 test('the curl walkthrough and the Lambda walkthroughs (curl, capi, SDK) work as written', async () => {
@@ -142,15 +183,13 @@ test('the curl walkthrough and the Lambda walkthroughs (curl, capi, SDK) work as
   assert.match(lambda.slice(9).join('\n'), /^\{"error":"Unauthorized","message":"[^"]+"\}\nrefused, as it should be\n$/);
   assert.match(stderr, /200 OK\n401 Unauthorized\n$/);
 
-  // Lambda with the SDK: the script as written, inside the package so that
-  // `membrane/sdk` resolves to this checkout.
-  const sdkScript = join(REPO_ROOT, 'dist', `readme-lambda-${process.pid}.mjs`);
-  cleanup.push(() => rm(sdkScript, { force: true }));
+  // Lambda with the SDK: the script as written, in a project that installed Membrane as the README says.
+  const sdkScript = join(await projectWithMembrane(), 'lambda.mjs');
   const source = block('lambda-sdk');
   assert.ok(source.includes("'http://localhost:8080'") && source.includes(LAMBDA_ORIGIN));
   await writeFile(sdkScript, source.replace("'http://localhost:8080'", `'${membrane.url}'`).replaceAll(LAMBDA_ORIGIN, aws.url));
   const sdk = await run(process.execPath, [sdkScript], {
-    cwd: REPO_ROOT,
+    cwd: await projectWithMembrane(),
     env: { ...cleanEnv(), CREATE: roots.create, AWS_ACCESS_KEY_ID: 'AKIAIOSFODNN7EXAMPLE', AWS_SECRET_ACCESS_KEY: AWS_KEYS.AKIAIOSFODNN7EXAMPLE },
   });
   assert.match(sdk.stdout, /^\{\n {2}ok: true,\n {2}url: '\/2015-03-31\/functions\/partner-report\/invocations',\n {2}body: '\{"week":47\}'\n\}\n401 Unauthorized\n$/);
