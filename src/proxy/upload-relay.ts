@@ -40,8 +40,13 @@ export class UploadRelay extends Readable {
     req.on('aborted', this.#onAborted);
   }
 
-  /** Stops relaying (the exchange has ended): the requester's body is no longer read into this stream. */
+  /**
+   * Stops relaying (the exchange has ended): the requester's body is no
+   * longer read into this stream, and the rest of an unfinished one is not
+   * read at all (its connection is closed after the answer).
+   */
   detach(): void {
+    if (!this.#req.complete) this.#req.pause();
     this.#req.off('data', this.#onData);
     this.#req.off('end', this.#onEnd);
     this.#req.off('error', this.#onError);
