@@ -44,6 +44,11 @@ function trickle(port: number, capability: string, declared = 1_000_000_000, eve
   };
 }
 
+/** Polls until `condition` holds (the test's own timeout bounds the wait). */
+async function waitUntil(condition: () => boolean): Promise<void> {
+  while (!condition()) await sleep(10);
+}
+
 /** The call's answer, or a failure if it takes longer than `ms` (so that a starved request fails the test instead of hanging it). */
 async function within(ms: number, pending: Promise<CallResult>): Promise<CallResult> {
   const timeout = sleep(ms).then(() => {
@@ -199,4 +204,55 @@ describe('the minimum body rate', () => {
       gated.close();
     }
   });
+});
+
+describe('a requester that leaves', () => {
+  let membrane: TestMembrane;
+  let gated: TestTarget;
+  let release: () => void = () => undefined;
+  before(async () => {
+    // One connection to a target at a time: a second invocation waits for it.
+    // A queue timeout longer than the test's: only the requester's leaving can end its wait.
+    membrane = await startTestMembrane({ connectionsPerTarget: 1, tenantShare: 1, capabilityShare: 1, queueTimeoutMs: 60_000 });
+    // Answers /hold only once released; everything else at once.
+    gated = await startTarget({
+      respond: (req, res) => {
+        if (req.url !== '/hold') return void res.end(`done ${req.method}`);
+        const gate = new Promise<void>((resolve) => (release = resolve));
+        void gate.then(() => res.end('released'));
+      },
+    });
+  });
+  after(async () => {
+    release();
+    await membrane.stop();
+    await gated.close();
+  });
+
+  for (const signed of [false, true]) {
+    test(`while waiting for a connection${signed ? ', its signed body read,' : ''} gives back its place and is never sent`, BOUNDED, async () => {
+      const m = await membrane.control.createMembrane(membrane.roots.create, `leaver-${signed}`);
+      const holder = await membrane.control.export(m.export, { uri: `${gated.url}/hold` });
+      const hmac = signed ? { hmac: { 'aws4-hmac-sha256': { awsAccessKeyId: 'AKID', secretAccessKey: 'secret', region: 'us-east-1', service: 'lambda' } } } : {};
+      const deleter = await membrane.control.export(m.export, { uri: `${gated.url}/delete`, method: 'DELETE', ...hmac });
+      const holds = (): number => gated.requests.filter((request) => request.url === '/hold').length;
+      const heldBefore = holds();
+      const holding = call(membrane.url, holder);
+      await waitUntil(() => holds() > heldBefore);
+      const before = gated.requests.length;
+      // The deleter's requester sends its request whole, then leaves while it waits for the one connection.
+      const socket = connect(membrane.port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      socket.write(`POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokenOf(deleter)}\r\nContent-Length: 5\r\n\r\nhello`);
+      await waitUntil(() => membrane.held().invocations === 2);
+      socket.destroy();
+      await waitUntil(() => membrane.held().invocations === 1);
+      release();
+      assert.equal((await holding).text, 'released');
+      await assertNothingHeld(membrane);
+      assert.equal(gated.requests.length, before, 'the target never got the request of the requester that left');
+      // Its place is free again: the capability answers.
+      assert.equal((await call(membrane.url, deleter, { body: 'again' })).text, 'done DELETE');
+    });
+  }
 });

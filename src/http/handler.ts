@@ -53,6 +53,9 @@ const IN_FLIGHT_MESSAGES: Record<Refusal, string> = {
   capability: 'too many invocations of this capability are in flight; try again shortly',
 };
 
+/** Why an invocation whose requester went away before its answer was complete ended (recorded as its status). */
+const REQUESTER_LEFT = new BadRequestError('the requester went away before its answer was complete');
+
 /** How often an invocation resolved from the store is resolved again because a revocation happened meanwhile, before it is refused. */
 const RESOLUTION_ATTEMPTS = 8;
 
@@ -212,6 +215,12 @@ async function invoke(
 ): Promise<number> {
   let capability = resolved;
   const inFlight = new InFlight();
+  // The requester leaving ends the invocation at whatever step it is (waiting for a connection, reading its body, exchanging).
+  const onRequesterClose = (): void => {
+    if (!res.writableFinished) inFlight.abort(REQUESTER_LEFT);
+  };
+  res.once('close', onRequesterClose);
+  if (req.socket.destroyed) onRequesterClose();
   let tracked = false;
   let admitted = false;
   let outcome: ForwardOutcome | undefined;
@@ -235,6 +244,7 @@ async function invoke(
     status = statusOf(error);
     throw error;
   } finally {
+    res.off('close', onRequesterClose);
     if (admitted) context.inFlight.release(capability.holder);
     if (tracked) context.service.untrack(capability, inFlight);
     const { target } = capability;

@@ -148,8 +148,9 @@ export class ConnectionShares {
         () => this.#giveUp(waiter, new ServiceUnavailableError(`no connection to the target became free within ${this.#options.waitTimeoutMs} ms; try again shortly`, { 'retry-after': '1' })),
         this.#options.waitTimeoutMs,
       );
-      whenAborted?.((error) => this.#giveUp(waiter, error));
       this.#advance(waiter);
+      // Registered once the waiter is queued: an abort that came before (run at once) takes it out too.
+      whenAborted?.((error) => this.#giveUp(waiter, error));
     });
   }
 

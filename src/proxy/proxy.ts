@@ -239,8 +239,9 @@ const HEAD_HOLD_MS = 100;
  * (or HEAD_HOLD_MS, for answers that stream slowly), so that a target
  * failing right after its head still gets the requester a 502 rather than
  * a closed connection. Once the head is out, a failure can only cut the
- * stream. The requester leaving aborts the exchange; a requester reading
- * slowly pauses the target (backpressure).
+ * stream. The requester leaving aborts the invocation (see the handler),
+ * and so the exchange; a requester reading slowly pauses the target
+ * (backpressure).
  */
 class Exchange implements Dispatcher.DispatchHandler {
   readonly #req: IncomingMessage;
@@ -266,7 +267,6 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.#options = options;
     this.#socket = res.socket;
     this.#bytesWrittenBefore = res.socket?.bytesWritten ?? 0;
-    res.once('close', this.#onRequesterClose);
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
@@ -294,6 +294,11 @@ class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.#settled || !this.#sendHead()) return;
+    // A requester gone (its invocation is being aborted) would never drain.
+    if (this.#res.destroyed) {
+      controller.abort(new Error('the requester went away'));
+      return;
+    }
     if (!this.#res.write(chunk)) {
       controller.pause();
       this.#res.once('drain', (this.#resume ??= () => controller.resume()));
@@ -366,14 +371,9 @@ class Exchange implements Dispatcher.DispatchHandler {
     else this.#controller.abort(reason);
   }
 
-  readonly #onRequesterClose = (): void => {
-    if (!this.#res.writableFinished) this.abort(new Error('the requester went away'));
-  };
-
   #finish(): void {
     this.#settled = true;
     this.#clearHeadTimer();
-    this.#res.off('close', this.#onRequesterClose);
     if (this.#resume !== undefined) this.#res.off('drain', this.#resume);
     this.#options.relay?.detach();
     this.#options.unwatch?.();
