@@ -7,6 +7,7 @@ import { isIP } from 'node:net';
 import { InvalidSettingError } from './errors.js';
 import { LOG_LEVELS, type LogLevel } from './log.js';
 import { compileValidator } from './schema.js';
+import { shareOf } from './shares.js';
 import { validateAuthority } from './token.js';
 
 export interface ServeConfig {
@@ -160,9 +161,12 @@ export function resolveServeConfig(flags: Readonly<Record<string, string | undef
   if ((options.idleTimeoutMs as number) <= (options.targetTimeoutMs as number)) {
     throw new InvalidSettingError('--idle-timeout-ms (MEMBRANE_IDLE_TIMEOUT_MS) must be longer than --target-timeout-ms, or a slow target would have its requester cut off first');
   }
-  if ((options.signedBodyLimit as number) > (options.bodyMemoryLimit as number) * (options.capabilityShare as number)) {
+  // The largest body one holder may have buffered must fit in the smallest share of the body memory a holder can get.
+  const largestBody = Math.max(options.signedBodyLimit as number, options.controlBodyLimit as number);
+  const holderShare = shareOf(options.bodyMemoryLimit as number, Math.min(options.tenantShare as number, options.capabilityShare as number));
+  if (largestBody > holderShare) {
     throw new InvalidSettingError(
-      '--signed-body-limit (MEMBRANE_SIGNED_BODY_LIMIT) must fit in one capability\'s share of --body-memory-limit (MEMBRANE_BODY_MEMORY_LIMIT × MEMBRANE_CAPABILITY_SHARE), or the largest signed body could never be buffered',
+      `--body-memory-limit (MEMBRANE_BODY_MEMORY_LIMIT) times the smaller of --tenant-share and --capability-share is ${holderShare} bytes, less than the largest body a holder may send (${largestBody}, --signed-body-limit or --control-body-limit): such a body could never be buffered`,
     );
   }
   if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) {

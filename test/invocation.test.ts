@@ -220,11 +220,35 @@ describe('query', () => {
     }
     assert.equal(target.requests.length, before);
     assert.equal((await call(membrane.url, capability, { path: '/x?page=2&regions=all' })).json.url, '/q?region=eu&mode=fast&page=2&regions=all');
+    // The spellings PHP reads as the same name: leading spaces dropped, `.`, spaces and an unclosed `[` as `_`, cut at NUL.
+    const user = await exportConfig({ uri: `${target.url}/u?user_id=5`, allowQuery: true });
+    const beforeUser = target.requests.length;
+    for (const query of ['+user_id=6', '%20user_id=6', 'user_id%00=6', 'user_id%00x=6', 'user.id=6', 'user+id=6', 'user%20id=6', 'user[id=6', 'USER.ID=6']) {
+      assert.equal((await call(membrane.url, user, { path: `/x?${query}` })).status, 400, query);
+    }
+    assert.equal(target.requests.length, beforeUser);
+    assert.equal((await call(membrane.url, user, { path: '/x?user_ids=6&id=7' })).json.url, '/u?user_id=5&user_ids=6&id=7');
   });
 
-  test('the requester’s path never reaches the target', async () => {
+  test('a capability with a fixed method refuses a requester’s _method parameter, however it is spelled', async () => {
+    const fixed = await exportConfig({ uri: `${target.url}/m`, method: 'POST', allowQuery: true });
+    const before = target.requests.length;
+    for (const query of ['_method=DELETE', '_METHOD=DELETE', '_method[]=DELETE', '%5Fmethod=DELETE', 'a=1&_method=PUT']) {
+      const refused = await call(membrane.url, fixed, { method: 'POST', path: `/x?${query}` });
+      assert.equal(refused.status, 400, query);
+    }
+    assert.equal(target.requests.length, before);
+    // Where the holder chooses the method anyway, the parameter is theirs to send.
+    const free = await exportConfig({ uri: `${target.url}/m`, allowQuery: true });
+    assert.equal((await call(membrane.url, free, { method: 'POST', path: '/x?_method=DELETE' })).json.url, '/m?_method=DELETE');
+  });
+
+  test('the requester’s path never reaches the target, nor headers that would name another path', async () => {
     const capability = await exportConfig({ uri: `${target.url}/only/this`, allowQuery: true });
-    assert.equal((await call(membrane.url, capability, { path: '/../../etc/passwd?x=1' })).json.url, '/only/this?x=1');
+    const received = await call(membrane.url, capability, { path: '/../../etc/passwd?x=1', headers: { 'X-Original-URL': '/admin', 'X-Rewrite-URL': '/admin' } });
+    assert.equal(received.json.url, '/only/this?x=1');
+    const names = receivedPairs(received.json.rawHeaders).map(([name]) => name);
+    assert.ok(!names.includes('x-original-url') && !names.includes('x-rewrite-url'), names.join(' '));
   });
 });
 

@@ -4,8 +4,9 @@
  * Hop-by-hop headers never cross: `Connection` and every header it names,
  * `Keep-Alive`, `Proxy-*`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`.
  * Toward the target, the requester's `Authorization` (its capability),
- * `Host` and `Expect` never cross either, and a header the export config
- * sets replaces the requester's header of that name.
+ * `Host`, `Expect`, `X-Original-URL` and `X-Rewrite-URL` never cross
+ * either, and a header the export config sets replaces the requester's
+ * header of that name.
  * Headers travel as flat [name, value, name, value, …] arrays, keeping the
  * sender's case, order and repeated fields.
  */
@@ -13,8 +14,13 @@
 import type { IncomingMessage } from 'node:http';
 
 const HOP_BY_HOP: ReadonlySet<string> = new Set(['connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
-/** Toward the target only: the capability, the target's own host, and 100-continue (answered by Membrane itself). */
-const REQUEST_ONLY: ReadonlySet<string> = new Set(['authorization', 'host', 'expect']);
+/**
+ * Toward the target only: the capability, the target's own host,
+ * 100-continue (answered by Membrane itself), and the headers by which
+ * some servers (IIS, older Symfony and Zend) let a request name another
+ * path than its request line's: the path is the config's alone.
+ */
+const REQUEST_ONLY: ReadonlySet<string> = new Set(['authorization', 'host', 'expect', 'x-original-url', 'x-rewrite-url']);
 
 function isHopByHop(lowerName: string): boolean {
   return HOP_BY_HOP.has(lowerName) || lowerName.startsWith('proxy-');

@@ -74,7 +74,7 @@ export function prepareTarget(config: UriExportConfig): Target {
   });
   const literal = url.hostname.replace(/^\[|\]$/g, '');
   const tlsId = config.tls === undefined ? undefined : hash('sha256', JSON.stringify([config.tls.ca, config.tls.cert, config.tls.key, config.tls.rejectUnauthorized]), 'base64');
-  const fixedQueryNames = config.allowQuery === true && url.search !== '' ? new Set(queryNames(url.search.slice(1))) : undefined;
+  const fixedQueryNames = config.allowQuery === true ? fixedParameterNames(url.search.slice(1), config.method !== undefined) : undefined;
   return {
     origin: shared.string(url.origin),
     host: shared.string(url.host),
@@ -115,10 +115,29 @@ export function targetPath(target: Target, requestUrl: string): string {
 }
 
 /**
- * The parameter names of a query string as readers may understand them:
- * percent-decoded (`+` as a space), lower-cased (some frameworks ignore
- * case), and without a trailing `[…]` (PHP and Rails read `a[]` as `a`).
- * A name that does not decode is taken as it is written.
+ * Query parameters by which frameworks (Laravel and Symfony, Express's
+ * method-override) let a request name another method: a holder may not
+ * send them when the config fixes the method.
+ */
+const METHOD_OVERRIDE_PARAMETERS: readonly string[] = ['_method'];
+
+/** The names a requester's query may not give: those the config's uri has, and the method overrides when the method is fixed. Undefined when there are none. */
+function fixedParameterNames(query: string, methodFixed: boolean): ReadonlySet<string> | undefined {
+  const names = new Set(queryNames(query).filter((name) => name !== ''));
+  if (methodFixed) for (const name of METHOD_OVERRIDE_PARAMETERS) names.add(name);
+  return names.size === 0 ? undefined : names;
+}
+
+/**
+ * The parameter names of a query string (`&` and `;` separate), each in
+ * the one form that any reader's spelling of it comes down to:
+ * percent-decoded (`+` as a space; a name that does not decode is taken
+ * as written), cut at a NUL, without leading whitespace, without a
+ * trailing `[…]` (PHP and Rails read `a[]` and `a[x]` as `a`), with `.`,
+ * spaces and an unclosed `[` as `_` (PHP reads `a.b`, `a b` and `a[b` as
+ * `a_b`), lower-cased (some frameworks ignore case). So `region`,
+ * `REGION`, `reg%69on`, `region[]` and ` region` are one name, and
+ * `user.id` is `user_id`.
  */
 function queryNames(query: string): string[] {
   const names: string[] = [];
@@ -132,8 +151,12 @@ function queryNames(query: string): string[] {
     } catch {
       name = raw;
     }
+    const nul = name.indexOf('\0');
+    if (nul !== -1) name = name.slice(0, nul);
+    name = name.replace(/^\s+/, '');
     const bracket = name.indexOf('[');
-    names.push((bracket > 0 ? name.slice(0, bracket) : name).toLowerCase());
+    if (bracket > 0 && name.indexOf(']', bracket) !== -1) name = name.slice(0, bracket);
+    names.push(name.replace(/[.\s[]/g, '_').toLowerCase());
   }
   return names;
 }

@@ -368,12 +368,17 @@ export class MembraneService {
    * was in flight has been aborted.
    */
   async revokeMembrane(membraneId: number): Promise<void> {
-    await this.#store.revokeMembrane(membraneId);
-    this.#revoked([membraneId]);
+    if (await this.#store.revokeMembrane(membraneId)) this.#revoked([membraneId]);
   }
 
-  /** After a revocation has committed: nothing cached below it survives, nothing in flight below it goes on. */
+  /**
+   * After a revocation has committed: nothing cached below it survives,
+   * nothing in flight below it goes on. Only for membranes this revocation
+   * revoked: revoking one again (which answers 202 forever) changes nothing,
+   * so it costs nothing either.
+   */
   #revoked(membraneIds: readonly number[]): void {
+    if (membraneIds.length === 0) return;
     this.#cache.revokeMembranes(membraneIds);
     this.#inFlight.interrupt(membraneIds, new UnauthorizedError());
   }
