@@ -30,7 +30,9 @@ function sealedKeyIds(dataDir: string): Map<string, number> {
   try {
     const counts = new Map<string, number>();
     for (const [table, column] of [['membranes', 'sealed_export_token'], ['membranes', 'sealed_revoke_token'], ['capabilities', 'sealed_config'], ['meta', 'value']]) {
-      for (const row of db.prepare(`SELECT hex(substr(${column}, 2, 8)) AS id FROM ${table} WHERE ${column} IS NOT NULL`).all() as { id: string }[]) {
+      // Sealed values only (format version 1, then the key id): meta also holds a plain mark or two.
+      const sealed = `${column} IS NOT NULL AND substr(${column}, 1, 1) = x'01' AND length(${column}) >= 37`;
+      for (const row of db.prepare(`SELECT hex(substr(${column}, 2, 8)) AS id FROM ${table} WHERE ${sealed}`).all() as { id: string }[]) {
         counts.set(row.id.toLowerCase(), (counts.get(row.id.toLowerCase()) ?? 0) + 1);
       }
     }
@@ -326,4 +328,31 @@ test('with MEMBRANE_MASTER_KEY, the new key goes first and everything is re-seal
   const stale = await runMembrane(['tenant', 'create', '--data-dir', dataDir], { MEMBRANE_MASTER_KEY: k1 });
   assert.equal(stale.code, 1);
   assert.match(stale.stderr, /the master key does not match the store/);
+});
+
+test('a store written before freed space was zeroed: its first rotation rewrites it, and nothing a retired key opens stays behind', async () => {
+  const seeded = await seededServer();
+  const { dataDir } = seeded;
+  const retired = await keyFileIds(dataDir);
+  // What an earlier Membrane (without secure_delete) left: a sealed value deleted, its bytes still in the
+  // database file's free space; and no mark that freed space is zeroed.
+  const db = new Database(join(dataDir, 'membrane.db'));
+  try {
+    db.pragma('secure_delete = OFF');
+    const sealed = db.prepare("SELECT value FROM meta WHERE key = 'key-check'").pluck().get() as Buffer;
+    for (let i = 0; i < 20; i++) db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run(`leftover-${i}`, sealed);
+    db.prepare("DELETE FROM meta WHERE key LIKE 'leftover-%' OR key = 'freed-space-zeroed'").run();
+    db.pragma('wal_checkpoint(TRUNCATE)');
+  } finally {
+    db.close();
+  }
+  assert.notDeepEqual(await sealedUnderRetiredKeys(dataDir, retired), [], 'the leftover bytes are in the database file');
+  const sealedNow = [...sealedKeyIds(dataDir)];
+  assert.equal(sealedNow.length, 1);
+
+  const load = startLoad(seeded);
+  const rotation = await runMembrane(ROTATE(dataDir));
+  assert.equal(rotation.code, 0, rotation.stderr);
+  assert.deepEqual(await load.stop(), []);
+  await assertRotatedTo(seeded, rotation.stdout, retired);
 });

@@ -304,22 +304,36 @@ export class SqliteStore implements Store {
   }
 
   /**
-   * With secure_delete on, the database file keeps no replaced value; the
+   * With secure_delete on, the database file keeps no replaced value in
+   * the space it freed. A store written by an earlier Membrane (without
+   * secure_delete) may: it is rewritten once (VACUUM), and marked so. The
    * write-ahead log still holds older versions of the pages written since
-   * it was last reset (it is reused, not shrunk). A TRUNCATE checkpoint
+   * it was last reset (it is reused, not shrunk): a TRUNCATE checkpoint
    * copies its latest pages into the database file and truncates it to
-   * zero bytes; it waits (busy timeout) for other connections' readers and
-   * writers, and is retried while they keep it busy.
+   * zero bytes. Both wait (busy timeout) for other connections' readers
+   * and writers, and are retried while those keep them busy.
    */
   async eraseReplaced(): Promise<void> {
     const deadline = Date.now() + ERASE_TIMEOUT_MS;
+    const retry = async (what: string): Promise<void> => {
+      if (Date.now() > deadline) {
+        throw new Error(`${what} of ${this.#db.name} could not be done within ${ERASE_TIMEOUT_MS / 1000} s (other processes kept it busy); run the rotation again`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 50));
+    };
+    while (this.#statements.getMeta.get(FREED_SPACE_ZEROED) === undefined) {
+      try {
+        this.#db.exec('VACUUM');
+        this.#statements.insertMeta.run(FREED_SPACE_ZEROED, Buffer.of(1));
+      } catch (error) {
+        if ((error as { code?: string }).code !== 'SQLITE_BUSY') throw error;
+        await retry('the rewrite (VACUUM)');
+      }
+    }
     for (;;) {
       const [result] = this.#db.pragma('wal_checkpoint(TRUNCATE)') as { busy: number; log: number; checkpointed: number }[];
       if (result !== undefined && result.busy === 0 && result.log === 0) return;
-      if (Date.now() > deadline) {
-        throw new Error(`the write-ahead log of ${this.#db.name} could not be emptied within ${ERASE_TIMEOUT_MS / 1000} s (other processes kept it busy); run the rotation again`);
-      }
-      await new Promise((resolve) => setTimeout(resolve, 50));
+      await retry('emptying the write-ahead log');
     }
   }
 
@@ -350,5 +364,10 @@ function migrate(db: Database.Database): void {
       db.exec(migration.sql);
       db.pragma(`user_version = ${migration.version}`);
     }
+    // A new store zeroes freed space from its first write; one made by an earlier Membrane may hold replaced values in it.
+    if (current === 0) db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)').run(FREED_SPACE_ZEROED, Buffer.of(1));
   }).immediate();
 }
+
+/** The meta key recording that no freed space of the store holds a replaced value (every write so far was made with secure_delete). */
+const FREED_SPACE_ZEROED = 'freed-space-zeroed';
