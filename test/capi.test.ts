@@ -406,7 +406,9 @@ describe('capi membrane', () => {
     failed(await capi([...base, ...uri, ...aws, '--cap1-hmac-sha512-key', 'a2V5', '--cap1-hmac-sha512-key-id', 'k']), 2, /mutually exclusive/);
     failed(await capi(base), 2, /one of --uri or --capability-to-export is required/);
     failed(await capi([...base, '--uri', `${target.url}/x`, '--timeout-ms', 'soon']), 2, /--timeout-ms must be a whole number/);
-    failed(await capi([...base, '--uri', `${target.url}/x`, '--header', 'no colon']), 2, /--header "no colon" is not "Name: value"/);
+    failed(await capi([...base, '--uri', `${target.url}/x`, '--header', 'no colon']), 2, /--header number 1 is not "Name: value"/);
+    const secretWithoutColon = await capi([...base, '--uri', `${target.url}/x`, '--header', 'X-Ok: 1', '--header', 'Authorization Bearer sk_live_secret']);
+    failed(secretWithoutColon, 2, /^capi: --header number 2 is not "Name: value"\n$/);
     failed(await capi(['membrane', 'query', '--limit', '0']), 2, /--limit must be a whole number greater than 0/);
     failed(await capi(['membrane', 'query', '--all', '--last-id', 'x']), 2, /mutually exclusive/);
     failed(await capi(['membrane', 'create']), 2, /Missing required argument: id/);

@@ -606,11 +606,12 @@ function headerLines(text: string, source: string): Header[] {
 
 /** The headers of the --header flags: each "Name: value", or @FILE / @- holding header lines. */
 function givenHeaders(value: unknown, values: FlagValues): Header[] {
-  return ([] as unknown[]).concat(value).flatMap((given) => {
+  return ([] as unknown[]).concat(value).flatMap((given, index) => {
     const text = String(given);
     if (text.startsWith('@')) return headerLines(values.read('header', text), `--header ${text}`);
     const header = headerFrom(text);
-    if (header === undefined) throw new UsageError(`--header "${text}" is not "Name: value"`);
+    // Named by its place, not its text: a header typed without its colon may be a secret.
+    if (header === undefined) throw new UsageError(`--header number ${index + 1} is not "Name: value"`);
     return [header];
   });
 }
