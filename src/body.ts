@@ -15,7 +15,8 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { BodyRateWatch } from './body-rate.js';
-import { BadRequestError, PayloadTooLargeError, RequestTimeoutError, ServiceUnavailableError, type MembraneError } from './errors.js';
+import { BadRequestError, PayloadTooLargeError, RequestTimeoutError, ServiceUnavailableError } from './errors.js';
+import type { Abortable } from './in-flight.js';
 import type { Holder, Refusal, SharedLimit } from './shares.js';
 
 /** Bytes of request bodies held for one request, reserved from the shared budget and given back together. */
@@ -54,8 +55,8 @@ export interface ReadBodyOptions {
   lease?: BodyBudgetLease | undefined;
   /** Cuts the body off (408) if it arrives below the minimum rate. */
   rate?: BodyRateWatch | undefined;
-  /** Registers how to stop the read from outside (it then rejects with the reason given). */
-  whenAborted?: ((stop: (reason: MembraneError) => void) => void) | undefined;
+  /** The invocation the body belongs to: aborting it stops the read (which rejects with the reason). */
+  invocation?: Abortable | undefined;
 }
 
 /** First size of the buffer of a body without a length (it doubles as it fills). */
@@ -130,7 +131,7 @@ export function readBody(req: IncomingMessage, options: ReadBodyOptions): Promis
     // The connection went before the body was complete (the client left, or its body was malformed).
     const onCut = (): void => refuse(new BadRequestError('the request body ended before it was complete'));
     const unwatch = options.rate?.watch(req, () => refuse(new RequestTimeoutError(options.rate!.stallMessage))) ?? noop;
-    options.whenAborted?.(refuse);
+    options.invocation?.whenAborted(refuse);
     req.on('data', onData);
     req.on('end', onEnd);
     req.on('error', onCut);

@@ -9,7 +9,13 @@
  */
 import type { MembraneError } from './errors.js';
 
-export class InFlight {
+/** What a step of an invocation needs to be stopped from outside. */
+export interface Abortable {
+  /** Sets how the current step stops (replacing the previous step's); runs it at once if already aborted. */
+  whenAborted(stop: (reason: MembraneError) => void): void;
+}
+
+export class InFlight implements Abortable {
   #reason: MembraneError | undefined;
   #stop: ((reason: MembraneError) => void) | undefined;
 

@@ -172,8 +172,12 @@ test('a wave of maximal signed uploads that stall is refused beyond the memory b
       socket.write(`POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokenOf(signed)}\r\nContent-Length: ${SIGNED_LIMIT}\r\n\r\n`);
     }
   }
-  // The refusals come before any of the body is sent.
-  await sleep(1_000);
+  // The refusals come before any of the body is sent: 204 of them.
+  let answered = 0;
+  for (const answer of answers) void answer.then(() => (answered += 1));
+  const deadline = Date.now() + 20_000;
+  while (answered < answers.length - 21 && Date.now() < deadline) await sleep(50);
+  await sleep(200); // and no more than that
   const early = await Promise.all(answers.map((answer) => Promise.race([answer, sleep(10).then(() => undefined)])));
   const refused = early.filter((answer) => answer !== undefined) as string[];
   for (const answer of refused) {

@@ -171,10 +171,14 @@ describe('deep chains', () => {
   test('an invocation at the end of a full chain writes an audit line of the same size as one at its second link', async () => {
     const { capabilities } = await chainOf(CHAIN_LENGTH_LIMIT, 'audited');
     for (const capability of [capabilities[1]!, capabilities[CHAIN_LENGTH_LIMIT - 1]!]) assert.equal(await membrane.control.statusOf(capability), 200);
-    await sleep(200); // invocation lines are written in batches, at least every 50 ms
-    const lines = (await readFile(join(membrane.dataDir, 'audit.log'), 'utf8')).trim().split('\n').filter((line) => line.includes('"capability.invoke"'));
-    const of = (capability: string): string => lines.find((line) => line.includes(membrane.audit.idOfUri(capability)!))!;
-    const [second, last] = [of(capabilities[1]!), of(capabilities[CHAIN_LENGTH_LIMIT - 1]!)];
+    // Invocation lines are written in batches, at least every 50 ms.
+    let lines: string[] = [];
+    const of = (capability: string): string | undefined => lines.find((line) => line.includes(membrane.audit.idOfUri(capability)!));
+    while (of(capabilities[1]!) === undefined || of(capabilities[CHAIN_LENGTH_LIMIT - 1]!) === undefined) {
+      await sleep(20);
+      lines = (await readFile(join(membrane.dataDir, 'audit.log'), 'utf8')).trim().split('\n').filter((line) => line.includes('"capability.invoke"'));
+    }
+    const [second, last] = [of(capabilities[1]!)!, of(capabilities[CHAIN_LENGTH_LIMIT - 1]!)!];
     assert.equal(JSON.parse(last).chainLength, CHAIN_LENGTH_LIMIT);
     assert.equal(JSON.parse(last).root, membrane.audit.idOfUri(capabilities[0]!));
     assert.equal(JSON.parse(last).parent, membrane.audit.idOfUri(capabilities[CHAIN_LENGTH_LIMIT - 2]!));

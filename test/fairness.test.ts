@@ -92,10 +92,10 @@ describe('connections to a target are shared fairly', () => {
     const readB = await exportFor(membrane, b, 'b-read', { uri: `${target.url}/b` });
     // Tenant A's holders open 12 uploads on three capabilities: 4 reach the target (A's share), the rest wait.
     for (const capability of [uploadA1, uploadA2, uploadA3]) for (let i = 0; i < 4; i++) trickles.push(trickle(membrane.port, capability));
-    await sleep(300);
+    await waitUntil(() => membrane.held().invocations === 12);
     assert.equal((await within(5_000, call(membrane.url, readB))).json.url, '/b');
     // Past the queue timeout, the uploads that found no connection have been refused; the 4 others still hold theirs.
-    await sleep(1_500);
+    await waitUntil(() => membrane.held().invocations === 4);
     const answers = await Promise.all(trickles.map((upload) => Promise.race([upload.answer, sleep(50).then(() => 'holding')])));
     assert.equal(answers.filter((answer) => answer === 'holding').length, 4);
     for (const answer of answers.filter((text) => text !== 'holding')) {
@@ -129,13 +129,13 @@ describe('the in-flight bound is shared fairly', () => {
     const a3 = await exportFor(membrane, a, 'a-3', { uri: `${target.url}/a3`, method: 'POST' });
     const readB = await exportFor(membrane, b, 'b-1', { uri: `${target.url}/b` });
     for (let i = 0; i < 2; i++) trickles.push(trickle(membrane.port, a1));
-    await sleep(200);
+    await waitUntil(() => membrane.held().invocations === 2);
     const capabilityFull = await call(membrane.url, a1, { body: 'x' });
     assert.equal(capabilityFull.status, 503);
     assert.equal(capabilityFull.json.message, 'too many invocations of this capability are in flight; try again shortly');
     assert.equal(capabilityFull.headers['retry-after'], '1');
     for (let i = 0; i < 2; i++) trickles.push(trickle(membrane.port, a2));
-    await sleep(200);
+    await waitUntil(() => membrane.held().invocations === 4);
     const tenantFull = await call(membrane.url, a3, { body: 'x' });
     assert.equal(tenantFull.status, 503);
     assert.equal(tenantFull.json.message, "too many invocations of this tenant's capabilities are in flight; try again shortly");

@@ -108,7 +108,7 @@ describe('revoking a membrane ends the invocations in flight below it', () => {
     const { capability, revoke } = await exported((url) => ({ uri: `${url}/upload`, method: 'POST' }), uploads);
     const before = uploads.requests.length;
     const upload = startUpload(capability, 100_000, 'x'.repeat(1000));
-    await sleep(100);
+    await waitFor(() => membrane.held().invocations === 1 && membrane.held().watchedBodies === 1);
     await membrane.control.revoke(revoke);
     const answer = await upload.answer;
     assert.match(answer, /^HTTP\/1\.1 401 /);
@@ -125,7 +125,7 @@ describe('revoking a membrane ends the invocations in flight below it', () => {
     );
     const before = uploads.requests.length;
     const upload = startUpload(capability, 100_000, 'x'.repeat(1000));
-    await sleep(100);
+    await waitFor(() => membrane.held().bodyBytes === 100_000);
     await membrane.control.revoke(revoke);
     assert.match(await upload.answer, /^HTTP\/1\.1 401 /);
     await assertNothingHeld(membrane);
@@ -139,8 +139,9 @@ describe('revoking a membrane ends the invocations in flight below it', () => {
     const stream = await request(membrane.url, { headers: { authorization: `Bearer ${tokenOf(holder.capability)}` } });
     stream.body.on('error', () => undefined);
     stream.body.resume();
+    await waitFor(() => membrane.held().invocations === 1);
     const waiting = call(membrane.url, capability);
-    await sleep(100);
+    await waitFor(() => membrane.held().invocations === 2);
     await membrane.control.revoke(revoke);
     const answer = await waiting;
     assert.equal(answer.status, 401);

@@ -7,6 +7,7 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BadRequestError, ServiceUnavailableError } from '../src/errors.js';
+import { InFlight } from '../src/in-flight.js';
 import { ConnectionShares, type ConnectionSlot } from '../src/proxy/connection-shares.js';
 import { SharedLimit, shareOf } from '../src/shares.js';
 
@@ -121,15 +122,26 @@ describe('ConnectionShares', () => {
   test('an aborted wait leaves its queue at once with the abort’s reason, and the next waiter moves up', async () => {
     const connections = shares(2);
     const held = connections.acquire('t', A1) as ConnectionSlot;
-    let abort: (reason: Error) => void = () => undefined;
-    const aborted = connections.acquire('t', A1, (stop) => (abort = stop)) as Promise<ConnectionSlot>;
+    const invocation = new InFlight();
+    const aborted = connections.acquire('t', A1, invocation) as Promise<ConnectionSlot>;
     const next = connections.acquire('t', A1) as Promise<ConnectionSlot>;
     const reason = new BadRequestError('gone');
-    abort(reason);
+    invocation.abort(reason);
     await assert.rejects(aborted, (error: unknown) => error === reason);
     held.release();
     (await next).release();
     await sleep(0);
+    assert.equal(connections.targets, 0);
+  });
+
+  test('an invocation aborted before it has to wait is taken out at once, not after the timeout', async () => {
+    const connections = shares(2, 60_000);
+    const held = connections.acquire('t', A1) as ConnectionSlot;
+    const invocation = new InFlight();
+    const reason = new BadRequestError('revoked meanwhile');
+    invocation.abort(reason);
+    await assert.rejects(connections.acquire('t', A1, invocation) as Promise<ConnectionSlot>, (error: unknown) => error === reason);
+    held.release();
     assert.equal(connections.targets, 0);
   });
 });

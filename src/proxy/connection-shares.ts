@@ -18,6 +18,7 @@
  * so no newcomer overtakes a request that waited.
  */
 import { ServiceUnavailableError } from '../errors.js';
+import type { Abortable } from '../in-flight.js';
 import { shareOf, type Holder, type ShareFractions } from '../shares.js';
 
 export interface ConnectionSharesOptions {
@@ -129,10 +130,9 @@ export class ConnectionShares {
    * A slot toward the target `key` for `holder`: returned at once when its
    * capability, its tenant and the target all have room and nobody waits;
    * otherwise a promise of one, which rejects with 503 after the wait
-   * timeout, or with the error given to the abort callback that
-   * `whenAborted` receives.
+   * timeout, or with the reason `invocation` is aborted for while it waits.
    */
-  acquire(key: string, holder: Holder, whenAborted?: (abort: (error: Error) => void) => void): ConnectionSlot | Promise<ConnectionSlot> {
+  acquire(key: string, holder: Holder, invocation?: Abortable): ConnectionSlot | Promise<ConnectionSlot> {
     let target = this.#targets.get(key);
     if (target === undefined) this.#targets.set(key, (target = new TargetGates(key, this.#options.perTarget)));
     const slot = new Slot(this, target, holder);
@@ -150,7 +150,7 @@ export class ConnectionShares {
       );
       this.#advance(waiter);
       // Registered once the waiter is queued: an abort that came before (run at once) takes it out too.
-      whenAborted?.((error) => this.#giveUp(waiter, error));
+      invocation?.whenAborted((reason) => this.#giveUp(waiter, reason));
     });
   }
 

@@ -103,7 +103,7 @@ export class TargetProxy {
 
   /** A place among the connections to the target (waiting, within the holder's shares, if need be). */
   #connection(target: Target, invocation: Invocation): ConnectionSlot | Promise<ConnectionSlot> {
-    return this.#options.connections.acquire(target.poolKey, invocation.holder, (stop) => invocation.inFlight.whenAborted(stop));
+    return this.#options.connections.acquire(target.poolKey, invocation.holder, invocation.inFlight);
   }
 
   /** A literal address is connected to without a lookup, so it is checked here (once per prepared target: the policy does not change while serving). */
@@ -134,7 +134,7 @@ export class TargetProxy {
               limit: this.#options.signedBodyLimit,
               lease,
               rate: this.#options.bodyRate,
-              whenAborted: (stop) => invocation.inFlight.whenAborted(stop),
+              invocation: invocation.inFlight,
             });
       const slot = await this.#connection(target, invocation);
       try {

@@ -9,21 +9,22 @@
  * its own (earlier) request but never cached.
  */
 import { LRUCache } from 'lru-cache';
+import { MembraneIndex } from './membrane-index.js';
 
-interface Entry<V> {
-  value: V;
-  membraneIds: readonly number[];
+/** A cached value: what it is, and every membrane on its chain. */
+export interface Cacheable {
+  readonly membraneIds: readonly number[];
 }
 
-export class CapabilityCache<V extends object> {
-  readonly #entries: LRUCache<string, Entry<V>>;
-  readonly #byMembrane = new Map<number, Set<string>>();
+export class CapabilityCache<V extends Cacheable> {
+  readonly #entries: LRUCache<string, V>;
+  readonly #byMembrane = new MembraneIndex<string>();
   #epoch = 0;
 
   constructor(maxEntries: number) {
-    this.#entries = new LRUCache<string, Entry<V>>({
+    this.#entries = new LRUCache<string, V>({
       max: Math.max(1, maxEntries),
-      dispose: (entry, key) => this.#unindex(key, entry.membraneIds),
+      dispose: (value, key) => this.#byMembrane.remove(value.membraneIds, key),
     });
   }
 
@@ -37,36 +38,19 @@ export class CapabilityCache<V extends object> {
   }
 
   get(key: string): V | undefined {
-    return this.#entries.get(key)?.value;
+    return this.#entries.get(key);
   }
 
   /** Caches `value` unless a membrane was revoked since `epoch` was read. */
-  set(key: string, value: V, membraneIds: readonly number[], epoch: number): void {
+  set(key: string, value: V, epoch: number): void {
     if (epoch !== this.#epoch) return;
-    this.#entries.set(key, { value, membraneIds });
-    for (const id of membraneIds) {
-      let keys = this.#byMembrane.get(id);
-      if (keys === undefined) this.#byMembrane.set(id, (keys = new Set()));
-      keys.add(key);
-    }
+    this.#entries.set(key, value);
+    this.#byMembrane.add(value.membraneIds, key);
   }
 
   /** Evicts every entry whose chain passes through one of these membranes. */
   revokeMembranes(membraneIds: Iterable<number>): void {
     this.#epoch++;
-    for (const id of membraneIds) {
-      const keys = this.#byMembrane.get(id);
-      if (keys === undefined) continue;
-      for (const key of [...keys]) this.#entries.delete(key);
-    }
-  }
-
-  #unindex(key: string, membraneIds: readonly number[]): void {
-    for (const id of membraneIds) {
-      const keys = this.#byMembrane.get(id);
-      if (keys === undefined) continue;
-      keys.delete(key);
-      if (keys.size === 0) this.#byMembrane.delete(id);
-    }
+    for (const key of this.#byMembrane.under(membraneIds)) this.#entries.delete(key);
   }
 }

@@ -1,48 +1,55 @@
 /**
- * The invocations in flight, indexed by every membrane on their
- * capability's chain, so that revoking a membrane ends each invocation it
- * kills, however deep below it, as surely as it refuses new ones.
+ * The invocations in flight, by capability, and the capabilities with
+ * invocations in flight indexed by every membrane on their chain: revoking
+ * a membrane ends each invocation it kills, however deep below it, as
+ * surely as it refuses new ones. An invocation costs a set insertion; a
+ * capability is indexed when its first invocation starts and unindexed
+ * when its last one ends.
  */
 import type { MembraneError } from '../errors.js';
+import { MembraneIndex } from './membrane-index.js';
 
 /** An invocation that can be ended from outside. */
 export interface Interruptible {
   abort(reason: MembraneError): void;
 }
 
-export class InvocationsInFlight {
-  readonly #byMembrane = new Map<number, Set<Interruptible>>();
+/** A capability as this index knows it: every membrane on its chain. */
+export interface Chained {
+  readonly membraneIds: readonly number[];
+}
 
-  /** Records an invocation of a capability whose chain passes through `membraneIds`. */
-  add(membraneIds: readonly number[], invocation: Interruptible): void {
-    for (const id of membraneIds) {
-      let invocations = this.#byMembrane.get(id);
-      if (invocations === undefined) this.#byMembrane.set(id, (invocations = new Set()));
-      invocations.add(invocation);
+export class InvocationsInFlight<C extends Chained> {
+  readonly #invocations = new Map<C, Set<Interruptible>>();
+  readonly #capabilities = new MembraneIndex<C>();
+
+  /** Records an invocation of `capability`. */
+  add(capability: C, invocation: Interruptible): void {
+    let invocations = this.#invocations.get(capability);
+    if (invocations === undefined) {
+      this.#invocations.set(capability, (invocations = new Set()));
+      this.#capabilities.add(capability.membraneIds, capability);
     }
+    invocations.add(invocation);
   }
 
   /** Forgets an invocation that has ended. */
-  remove(membraneIds: readonly number[], invocation: Interruptible): void {
-    for (const id of membraneIds) {
-      const invocations = this.#byMembrane.get(id);
-      if (invocations === undefined) continue;
-      invocations.delete(invocation);
-      if (invocations.size === 0) this.#byMembrane.delete(id);
-    }
+  remove(capability: C, invocation: Interruptible): void {
+    const invocations = this.#invocations.get(capability);
+    if (invocations === undefined || !invocations.delete(invocation) || invocations.size > 0) return;
+    this.#invocations.delete(capability);
+    this.#capabilities.remove(capability.membraneIds, capability);
   }
 
-  /** Aborts, with `reason`, every invocation whose chain passes through one of `membraneIds`. */
+  /** Aborts, with `reason`, every invocation of a capability whose chain passes through one of `membraneIds`. */
   interrupt(membraneIds: Iterable<number>, reason: MembraneError): void {
-    for (const id of membraneIds) {
-      const invocations = this.#byMembrane.get(id);
-      if (invocations === undefined) continue;
-      for (const invocation of [...invocations]) invocation.abort(reason);
+    for (const capability of this.#capabilities.under(membraneIds)) {
+      for (const invocation of [...(this.#invocations.get(capability) ?? [])]) invocation.abort(reason);
     }
   }
 
-  /** Number of membranes with an invocation in flight (for tests: nothing is left behind). */
+  /** Number of membranes with an invocation in flight below them (for tests: nothing is left behind). */
   get size(): number {
-    return this.#byMembrane.size;
+    return this.#capabilities.size;
   }
 }

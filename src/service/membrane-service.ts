@@ -113,7 +113,6 @@ export type Capability =
 
 export interface ExportedCapability {
   kind: 'exported';
-  capabilityId: number;
   holder: Holder;
   target: Target;
   /** Every membrane on the capability's chain: revoking any of them kills it. */
@@ -176,7 +175,7 @@ export class MembraneService {
   readonly #key: Sealer;
   readonly #authority: string;
   readonly #cache: CapabilityCache<ExportedCapability>;
-  readonly #inFlight = new InvocationsInFlight();
+  readonly #inFlight = new InvocationsInFlight<ExportedCapability>();
   /** Membrane names, shared among the cached capabilities exported through them. */
   readonly #names = new Interner(10_000);
   readonly #targetPolicy: TargetPolicy;
@@ -250,13 +249,13 @@ export class MembraneService {
    */
   track(capability: ExportedCapability, invocation: Interruptible, revocationsSeen: number): boolean {
     if (this.#cache.epoch !== revocationsSeen) return false;
-    this.#inFlight.add(capability.membraneIds, invocation);
+    this.#inFlight.add(capability, invocation);
     return true;
   }
 
   /** Forgets an invocation recorded by `track` once it has ended. */
   untrack(capability: ExportedCapability, invocation: Interruptible): void {
-    this.#inFlight.remove(capability.membraneIds, invocation);
+    this.#inFlight.remove(capability, invocation);
   }
 
   /** Number of membranes with an invocation in flight (for tests: nothing is left behind). */
@@ -301,13 +300,12 @@ export class MembraneService {
         const membraneIds = chain.map((link) => link.membraneId!);
         const capability: ExportedCapability = {
           kind: 'exported',
-          capabilityId: record.id,
           holder,
           target: prepareTarget(this.#openConfig(record.sealedConfig!)),
           membraneIds,
           audit,
         };
-        this.#cache.set(cacheKey, capability, membraneIds, epoch);
+        this.#cache.set(cacheKey, capability, epoch);
         return capability;
       }
     }
