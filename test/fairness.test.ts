@@ -256,3 +256,29 @@ describe('a requester that leaves', () => {
     });
   }
 });
+
+describe('a requester that pipelines and leaves', () => {
+  let membrane: TestMembrane;
+  let big: TestTarget;
+  before(async () => {
+    membrane = await startTestMembrane();
+    // A megabyte for every request: more than the connections on the way hold for a requester that reads nothing.
+    big = await startTarget({ respond: (_req, res) => res.end(Buffer.alloc(1 << 20, 0x62)) });
+  });
+  after(async () => {
+    await membrane.stop();
+    await big.close();
+  });
+
+  test('leaves nothing held: the invocations queued behind the first on its connection end with it', BOUNDED, async () => {
+    const capability = await exportFor(membrane, membrane.roots, 'pipeliner', { uri: `${big.url}/big` });
+    const socket = connect(membrane.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    socket.pause(); // reads nothing
+    socket.write(`GET / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokenOf(capability)}\r\n\r\n`.repeat(8));
+    await waitUntil(() => big.requests.length >= 8);
+    socket.destroy();
+    await assertNothingHeld(membrane);
+    assert.equal((await call(membrane.url, capability)).text.length, 1 << 20);
+  });
+});

@@ -17,6 +17,7 @@ import type { Capability, ExportedCapability, MembraneService } from '../service
 import type { Holder, Refusal, SharedLimit } from '../shares.js';
 import { isWellFormedToken } from '../token.js';
 import { readJson } from './json-body.js';
+import { RequesterConnections } from './requester-connections.js';
 import { sendError, sendJson } from './respond.js';
 
 export interface HandlerContext {
@@ -53,20 +54,18 @@ const IN_FLIGHT_MESSAGES: Record<Refusal, string> = {
   capability: 'too many invocations of this capability are in flight; try again shortly',
 };
 
-/** Why an invocation whose requester went away before its answer was complete ended (recorded as its status). */
-const REQUESTER_LEFT = new BadRequestError('the requester went away before its answer was complete');
-
 /** How often an invocation resolved from the store is resolved again because a revocation happened meanwhile, before it is refused. */
 const RESOLUTION_ATTEMPTS = 8;
 
 export function createRequestHandler(context: HandlerContext): (req: IncomingMessage, res: ServerResponse) => void {
   context.metrics.countInFlight(() => context.inFlight.used);
+  const requesters = new RequesterConnections();
   return (req, res) => {
-    void handle(context, req, res);
+    void handle(context, requesters, req, res);
   };
 }
 
-async function handle(context: HandlerContext, req: IncomingMessage, res: ServerResponse): Promise<void> {
+async function handle(context: HandlerContext, requesters: RequesterConnections, req: IncomingMessage, res: ServerResponse): Promise<void> {
   const started = performance.now();
   let kind = 'none';
   let status = 0;
@@ -102,7 +101,7 @@ async function handle(context: HandlerContext, req: IncomingMessage, res: Server
     if (capability.kind !== 'exported') unrecorded = { action: ACTION_OF[capability.kind], audit };
     switch (capability.kind) {
       case 'exported':
-        status = await invoke(context, req, res, capability, token, revocationsSeen, started);
+        status = await invoke(context, requesters, req, res, capability, token, revocationsSeen, started);
         return;
       case 'create': {
         allowMethods(req, 'tenant create', ['POST']);
@@ -206,6 +205,7 @@ async function readControlBody<T>(
  */
 async function invoke(
   context: HandlerContext,
+  requesters: RequesterConnections,
   req: IncomingMessage,
   res: ServerResponse,
   resolved: ExportedCapability,
@@ -215,12 +215,8 @@ async function invoke(
 ): Promise<number> {
   let capability = resolved;
   const inFlight = new InFlight();
-  // The requester leaving ends the invocation at whatever step it is (waiting for a connection, reading its body, exchanging).
-  const onRequesterClose = (): void => {
-    if (!res.writableFinished) inFlight.abort(REQUESTER_LEFT);
-  };
-  res.once('close', onRequesterClose);
-  if (req.socket.destroyed) onRequesterClose();
+  // The requester leaving ends the invocation at whatever step it is.
+  requesters.add(req.socket, inFlight);
   let tracked = false;
   let admitted = false;
   let outcome: ForwardOutcome | undefined;
@@ -244,7 +240,7 @@ async function invoke(
     status = statusOf(error);
     throw error;
   } finally {
-    res.off('close', onRequesterClose);
+    requesters.remove(req.socket, inFlight);
     if (admitted) context.inFlight.release(capability.holder);
     if (tracked) context.service.untrack(capability, inFlight);
     const { target } = capability;
