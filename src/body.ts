@@ -15,7 +15,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import type { BodyRateWatch } from './body-rate.js';
-import { BadRequestError, PayloadTooLargeError, RequestTimeoutError, ServiceUnavailableError } from './errors.js';
+import { BadRequestError, PayloadTooLargeError, ServiceUnavailableError } from './errors.js';
 import type { Abortable } from './in-flight.js';
 import type { Holder, Refusal, SharedLimit } from './shares.js';
 
@@ -53,7 +53,7 @@ export interface ReadBodyOptions {
   limit: number;
   /** Where the body's memory is reserved; without one, only `limit` bounds it. */
   lease?: BodyBudgetLease | undefined;
-  /** Cuts the body off (408) if it arrives below the minimum rate. */
+  /** Cuts the body off if it arrives below the minimum rate (408) or in too many small chunks (400). */
   rate?: BodyRateWatch | undefined;
   /** The invocation the body belongs to: aborting it stops the read (which rejects with the reason). */
   invocation?: Abortable | undefined;
@@ -85,7 +85,7 @@ export function readBody(req: IncomingMessage, options: ReadBodyOptions): Promis
     let settled = false;
     const finish = (): void => {
       settled = true;
-      unwatch();
+      watched?.stop();
       req.off('data', onData);
       req.off('end', onEnd);
       req.off('error', onCut);
@@ -122,6 +122,7 @@ export function readBody(req: IncomingMessage, options: ReadBodyOptions): Promis
       }
       chunk.copy(buffer, received);
       received += chunk.length;
+      watched?.received(chunk.length);
     };
     const onEnd = (): void => {
       if (settled) return;
@@ -130,7 +131,7 @@ export function readBody(req: IncomingMessage, options: ReadBodyOptions): Promis
     };
     // The connection went before the body was complete (the client left, or its body was malformed).
     const onCut = (): void => refuse(new BadRequestError('the request body ended before it was complete'));
-    const unwatch = options.rate?.watch(req, () => refuse(new RequestTimeoutError(options.rate!.stallMessage))) ?? noop;
+    const watched = options.rate?.watch(req, refuse);
     options.invocation?.whenAborted(refuse);
     req.on('data', onData);
     req.on('end', onEnd);
@@ -138,5 +139,3 @@ export function readBody(req: IncomingMessage, options: ReadBodyOptions): Promis
     req.on('close', onCut);
   });
 }
-
-const noop = (): void => undefined;

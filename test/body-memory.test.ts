@@ -1,11 +1,12 @@
 /**
  * What request bodies cost a real `membrane serve` process with its
- * default settings, whatever holders send: a body of one-byte chunks
- * buffered for its signature costs about what it weighs; a body of
- * one-byte chunks relayed unsigned goes to the target in few large chunks
- * (not one write per byte); a wave of maximal signed uploads that stall
+ * default settings, whatever holders send: a body of small chunks
+ * buffered for its signature costs about what it weighs; a body of small
+ * chunks relayed unsigned goes to the target in few large chunks (not one
+ * write per chunk); a wave of maximal signed uploads that stall
  * before their end is refused early (503, `Retry-After`) beyond the memory
- * budget and its shares. Throughout, the process lives, its peak RSS stays
+ * budget and its shares; and a body in one-byte chunks (each costing the
+ * HTTP parser as much as a large one) is cut off at once. Throughout, the process lives, its peak RSS stays
  * under 600 MB, and `/healthz` answers within a second.
  */
 import assert from 'node:assert/strict';
@@ -87,9 +88,9 @@ after(async () => {
   assert.equal(server.child.exitCode, null, 'the server was alive until the end');
 });
 
-/** A chunked body of `count` one-byte chunks, as raw bytes. */
-function oneByteChunks(count: number): Buffer {
-  const chunk = Buffer.from('1\r\nx\r\n');
+/** A chunked body of `count` chunks of `size` bytes, as raw bytes. */
+function chunked(count: number, size: number): Buffer {
+  const chunk = Buffer.from(`${size.toString(16)}\r\n${'x'.repeat(size)}\r\n`);
   const body = Buffer.alloc(chunk.length * count + 5);
   for (let i = 0; i < count; i++) chunk.copy(body, i * chunk.length);
   body.write('0\r\n\r\n', chunk.length * count);
@@ -117,34 +118,47 @@ async function capability(create: string, config: object): Promise<string> {
   return control.export(m.export, config);
 }
 
-test('a signed body of a million one-byte chunks costs about what it weighs', BOUNDED, async (t) => {
+const chunkedHead = (capability: string): string =>
+  `POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokenOf(capability)}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n`;
+
+test('a body of a million one-byte chunks is cut off with 400 as soon as it is clear, signed or not, costing next to nothing', BOUNDED, async (t) => {
+  const roots = bannerRoots(server.stdout())!;
+  const baseline = peakRss(server.child.pid!);
+  for (const [path, hmac] of [['/ones-signed', { hmac: AWS4 }], ['/ones-plain', {}]] as const) {
+    const capabilityOf = await capability(roots.create, { uri: `${targetUrl}${path}`, method: 'POST', ...hmac });
+    const answer = await rawExchange(chunkedHead(capabilityOf), chunked(1_000_000, 1));
+    assert.match(answer, /^HTTP\/1\.1 400 /, path);
+    assert.match(answer, /connection: close/i, path);
+    assert.match(answer, /"message":"the request body arrives in too many small chunks \(more than 100 a second beyond one for every 32 bytes\)"/, path);
+    assert.ok(received.get(path) === undefined || received.get(path)!.bytes < 1_000_000, 'the target never got the whole body');
+  }
+  const growth = peakRss(server.child.pid!) - baseline;
+  t.diagnostic(`peak RSS grew by ${Math.round(growth / MIB)} MiB`);
+  // Kept as a list of the parser's chunks, a million of them took over 400 MB.
+  assert.ok(growth < 100 * MIB, `peak RSS grew by ${Math.round(growth / MIB)} MiB`);
+});
+
+test('a signed body in small chunks (64 bytes, twice the smallest average allowed) costs about what it weighs', BOUNDED, async (t) => {
   const roots = bannerRoots(server.stdout())!;
   const signed = await capability(roots.create, { uri: `${targetUrl}/signed`, method: 'POST', hmac: AWS4 });
   const baseline = peakRss(server.child.pid!);
-  const answer = await rawExchange(
-    `POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokenOf(signed)}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n`,
-    oneByteChunks(1_000_000),
-  );
+  const answer = await rawExchange(chunkedHead(signed), chunked(90_000, 64));
   assert.match(answer, /^HTTP\/1\.1 200 /);
-  assert.equal(received.get('/signed')!.bytes, 1_000_000);
+  assert.equal(received.get('/signed')!.bytes, 90_000 * 64);
   const growth = peakRss(server.child.pid!) - baseline;
   t.diagnostic(`peak RSS grew by ${Math.round(growth / MIB)} MiB`);
-  // Kept as a list of the parser's chunks, this body took over 400 MB.
-  assert.ok(growth < 100 * MIB, `peak RSS grew by ${Math.round(growth / MIB)} MiB for a 1 MB body`);
+  assert.ok(growth < 100 * MIB, `peak RSS grew by ${Math.round(growth / MIB)} MiB for a 5.5 MiB body`);
 });
 
-test('an unsigned body of half a million one-byte chunks reaches the target joined into few chunks', BOUNDED, async (t) => {
+test('an unsigned body of 64-byte chunks reaches the target joined into few chunks', BOUNDED, async (t) => {
   const roots = bannerRoots(server.stdout())!;
   const plain = await capability(roots.create, { uri: `${targetUrl}/plain`, method: 'POST' });
-  const answer = await rawExchange(
-    `POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokenOf(plain)}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n`,
-    oneByteChunks(500_000),
-  );
+  const answer = await rawExchange(chunkedHead(plain), chunked(90_000, 64));
   assert.match(answer, /^HTTP\/1\.1 200 /);
   const tally = received.get('/plain')!;
-  assert.equal(tally.bytes, 500_000);
+  assert.equal(tally.bytes, 90_000 * 64);
   t.diagnostic(`${tally.chunks} chunks reached the target`);
-  // Relayed as they came, they were 500 000 writes to the target (and 500 000 chunks for it to parse).
+  // Relayed as they came, they were 90 000 writes to the target (and 90 000 chunks for it to parse).
   assert.ok(tally.chunks < 1_000, `${tally.chunks} chunks reached the target`);
 });
 

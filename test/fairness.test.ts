@@ -175,6 +175,23 @@ describe('the minimum body rate', () => {
     await assertNothingHeld(membrane);
   });
 
+  test('padding a trickle with chunk framing (long chunk sizes, chunk extensions) buys nothing: body bytes are what count', BOUNDED, async () => {
+    const capability = await exportFor(membrane, membrane.roots, 'rate-padded', { uri: `${target.url}/padded`, method: 'POST' });
+    for (const framing of [`${'0'.repeat(2000)}1\r\nx\r\n`, `1;${'a'.repeat(2000)}\r\nx\r\n`]) {
+      const socket = connect(membrane.port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      let answer = '';
+      socket.on('data', (chunk) => (answer += chunk));
+      socket.write(`POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokenOf(capability)}\r\nTransfer-Encoding: chunked\r\n\r\n`);
+      // 20 KB a second on the wire, 10 bytes a second of body.
+      const timer = setInterval(() => socket.writable && socket.write(framing), 100);
+      await new Promise((resolve) => socket.on('close', resolve));
+      clearInterval(timer);
+      assert.match(answer, /^HTTP\/1\.1 408 /, framing.slice(-12));
+    }
+    await assertNothingHeld(membrane);
+  });
+
   test('a control-plane body trickling below the rate is cut off with 408', BOUNDED, async () => {
     assert.match(await trickle(membrane.port, membrane.roots.create, 60_000).answer, /^HTTP\/1\.1 408 /);
   });

@@ -16,7 +16,7 @@ import { LRUCache } from 'lru-cache';
 import { Agent, type Dispatcher } from 'undici';
 import { BodyBudgetLease, readBody } from '../body.js';
 import type { BodyRateWatch } from '../body-rate.js';
-import { BadGatewayError, GatewayTimeoutError, MembraneError, RequestTimeoutError } from '../errors.js';
+import { BadGatewayError, GatewayTimeoutError, MembraneError } from '../errors.js';
 import type { InFlight } from '../in-flight.js';
 import type { Holder, SharedLimit } from '../shares.js';
 import { ConnectionShares, type ConnectionSlot } from './connection-shares.js';
@@ -169,7 +169,10 @@ export class TargetProxy {
     const counted = { bytesIn: buffered === null ? 0 : buffered.length };
     // Unread body bytes may already sit in the request's buffer (small bodies
     // arrive with the head), so the test is "not yet consumed", not "not yet received".
-    const relay = buffered === null && requestHasBody(req) && !req.readableEnded ? new UploadRelay(req, counted) : undefined;
+    const relay =
+      buffered === null && requestHasBody(req) && !req.readableEnded
+        ? new UploadRelay(req, counted, this.#options.bodyRate.watch(req, (problem) => invocation.inFlight.abort(problem)))
+        : undefined;
     const timeout = Math.min(target.timeoutMs ?? this.#options.targetTimeoutMs, this.#options.targetTimeoutMs);
     return new Promise<ForwardOutcome>((resolve, reject) => {
       const exchange = new Exchange(req, res, {
@@ -180,7 +183,6 @@ export class TargetProxy {
         counted,
         onTargetError: this.#options.onTargetError,
         slot,
-        unwatch: relay === undefined ? undefined : this.#options.bodyRate.watch(req, () => invocation.inFlight.abort(new RequestTimeoutError(this.#options.bodyRate.stallMessage))),
         resolve,
         reject,
       });
@@ -376,7 +378,6 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.#clearHeadTimer();
     if (this.#resume !== undefined) this.#res.off('drain', this.#resume);
     this.#options.relay?.detach();
-    this.#options.unwatch?.();
     this.#options.slot.release();
   }
 
@@ -400,8 +401,6 @@ interface ExchangeOptions {
   onTargetError: ((reason: TargetErrorReason) => void) | undefined;
   /** The place among the target's connections, given back when the exchange ends. */
   slot: ConnectionSlot;
-  /** Stops watching the upload's rate, when one is watched. */
-  unwatch: (() => void) | undefined;
   resolve: (outcome: ForwardOutcome) => void;
   reject: (failure: MembraneError) => void;
 }

@@ -16,6 +16,7 @@
  */
 import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
+import type { WatchedBody } from '../body-rate.js';
 
 /** Chunks at least this large are sent on unjoined. */
 const PASS_THROUGH_BYTES = 8 * 1024;
@@ -25,15 +26,18 @@ const JOIN_BYTES = 64 * 1024;
 export class UploadRelay extends Readable {
   readonly #req: IncomingMessage;
   readonly #counted: { bytesIn: number };
+  readonly #watched: WatchedBody;
   #waiting: Buffer[] = [];
   #waitingBytes = 0;
   #joinScheduled = false;
+  #detached = false;
 
-  /** `counted.bytesIn` grows by every byte read from the requester. */
-  constructor(req: IncomingMessage, counted: { bytesIn: number }) {
+  /** `counted.bytesIn` grows by every byte read from the requester; `watched` is told of every chunk (and stopped with the relay). */
+  constructor(req: IncomingMessage, counted: { bytesIn: number }, watched: WatchedBody) {
     super({ highWaterMark: JOIN_BYTES });
     this.#req = req;
     this.#counted = counted;
+    this.#watched = watched;
     req.on('data', this.#onData);
     req.on('end', this.#onEnd);
     req.on('error', this.#onError);
@@ -46,6 +50,8 @@ export class UploadRelay extends Readable {
    * read at all (its connection is closed after the answer).
    */
   detach(): void {
+    this.#detached = true;
+    this.#watched.stop();
     if (!this.#req.complete) this.#req.pause();
     this.#req.off('data', this.#onData);
     this.#req.off('end', this.#onEnd);
@@ -66,6 +72,8 @@ export class UploadRelay extends Readable {
 
   readonly #onData = (chunk: Buffer): void => {
     this.#counted.bytesIn += chunk.length;
+    this.#watched.received(chunk.length); // may end the exchange, and so detach this relay
+    if (this.#detached) return;
     if (chunk.length >= PASS_THROUGH_BYTES) {
       this.#join();
       this.#send(chunk);
