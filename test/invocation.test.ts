@@ -5,6 +5,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
+import { request as httpRequest } from 'node:http';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { request } from 'undici';
@@ -253,6 +254,34 @@ describe('query', () => {
 });
 
 describe('responses', () => {
+  test('an answer of one-byte chunks reaches the requester joined into few chunks, every byte in order', async () => {
+    const dribbling = await startTarget({
+      respond: (_req, res) => {
+        res.writeHead(200, { 'content-type': 'application/octet-stream' });
+        for (let i = 0; i < 100_000; i++) res.write(Buffer.of(i % 251));
+        res.end();
+      },
+    });
+    try {
+      const capability = await exportConfig({ uri: `${dribbling.url}/bytes` });
+      const { chunks, body } = await new Promise<{ chunks: number; body: Buffer }>((resolve, reject) => {
+        const request = httpRequest(membrane.url, { headers: { authorization: `Bearer ${tokenOf(capability)}` } }, (response) => {
+          const parts: Buffer[] = [];
+          response.on('data', (part: Buffer) => parts.push(part));
+          response.on('end', () => resolve({ chunks: parts.length, body: Buffer.concat(parts) }));
+        });
+        request.on('error', reject);
+        request.end();
+      });
+      assert.equal(body.length, 100_000);
+      assert.ok(body.every((byte, i) => byte === i % 251));
+      // Written as they came, they were 100 000 writes to the requester, each a chunk for it to parse.
+      assert.ok(chunks < 1_000, `${chunks} chunks`);
+    } finally {
+      await dribbling.close();
+    }
+  });
+
   test('status, headers (minus hop-by-hop) and body come back as the target sent them', async () => {
     const custom = await startTarget({
       respond: (_req, res) => {

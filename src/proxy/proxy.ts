@@ -19,6 +19,7 @@ import type { BodyRateWatch } from '../body-rate.js';
 import { BadGatewayError, GatewayTimeoutError, MembraneError } from '../errors.js';
 import type { InFlight } from '../in-flight.js';
 import type { Holder, SharedLimit } from '../shares.js';
+import { ChunkJoiner, PASS_THROUGH_BYTES } from './chunk-joiner.js';
 import { ConnectionShares, type ConnectionSlot } from './connection-shares.js';
 import { mergeRepeatedHeaders, requestHasBody, requestHeadersToTarget, responseHeadersToClient } from './headers.js';
 import { splitPath, targetPath, type Target } from './target.js';
@@ -262,6 +263,11 @@ class Exchange implements Dispatcher.DispatchHandler {
   #headTimer: NodeJS.Timeout | undefined;
   #settled = false;
   #resume: (() => void) | undefined;
+  /** Small chunks of the answer waiting to be written together. */
+  #joined: ChunkJoiner | undefined;
+  #flushScheduled = false;
+  /** Paused until the requester drains. */
+  #draining = false;
 
   constructor(req: IncomingMessage, res: ServerResponse, options: ExchangeOptions) {
     this.#req = req;
@@ -301,14 +307,22 @@ class Exchange implements Dispatcher.DispatchHandler {
       controller.abort(new Error('the requester went away'));
       return;
     }
-    if (!this.#res.write(chunk)) {
-      controller.pause();
-      this.#res.once('drain', (this.#resume ??= () => controller.resume()));
+    // Small chunks (a stream of tiny events, a target writing byte by byte) are joined before they are written.
+    if (chunk.length >= PASS_THROUGH_BYTES) {
+      this.#flush();
+      this.#write(chunk);
+      return;
+    }
+    if ((this.#joined ??= new ChunkJoiner()).add(chunk)) this.#flush();
+    else if (!this.#flushScheduled) {
+      this.#flushScheduled = true;
+      setImmediate(this.#flushLater);
     }
   }
 
   onResponseEnd(): void {
     if (this.#settled || !this.#sendHead()) return;
+    this.#flush();
     this.#res.end();
     this.#settle(false);
   }
@@ -330,6 +344,28 @@ class Exchange implements Dispatcher.DispatchHandler {
     const { failure, reason } = upstreamError(error);
     if (reason !== undefined) this.#options.onTargetError?.(reason);
     this.#fail(failure);
+  }
+
+  /** Writes the joined chunks waiting, if any. */
+  #flush(): void {
+    const joined = this.#joined?.take();
+    if (joined !== undefined) this.#write(joined);
+  }
+
+  readonly #flushLater = (): void => {
+    this.#flushScheduled = false;
+    if (!this.#settled && !this.#res.destroyed) this.#flush();
+  };
+
+  /** Writes to the requester; when it cannot take more for now, pauses the target until it drains. */
+  #write(data: Buffer): void {
+    if (this.#res.write(data) || this.#draining) return;
+    this.#draining = true;
+    this.#controller?.pause();
+    this.#res.once('drain', (this.#resume ??= () => {
+      this.#draining = false;
+      this.#controller?.resume();
+    }));
   }
 
   /** Sends the held head; false (and a 502 instead) when the target's head cannot be relayed. */
@@ -378,6 +414,7 @@ class Exchange implements Dispatcher.DispatchHandler {
     this.#clearHeadTimer();
     if (this.#resume !== undefined) this.#res.off('drain', this.#resume);
     this.#options.relay?.detach();
+    this.#joined?.clear();
     this.#options.slot.release();
   }
 

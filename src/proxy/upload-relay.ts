@@ -17,18 +17,13 @@
 import type { IncomingMessage } from 'node:http';
 import { Readable } from 'node:stream';
 import type { WatchedBody } from '../body-rate.js';
-
-/** Chunks at least this large are sent on unjoined. */
-const PASS_THROUGH_BYTES = 8 * 1024;
-/** Joined chunks are sent on once this many bytes wait. */
-const JOIN_BYTES = 64 * 1024;
+import { ChunkJoiner, JOIN_BYTES, PASS_THROUGH_BYTES } from './chunk-joiner.js';
 
 export class UploadRelay extends Readable {
   readonly #req: IncomingMessage;
   readonly #counted: { bytesIn: number };
   readonly #watched: WatchedBody;
-  #waiting: Buffer[] = [];
-  #waitingBytes = 0;
+  readonly #waiting = new ChunkJoiner();
   #joinScheduled = false;
   #detached = false;
 
@@ -57,8 +52,7 @@ export class UploadRelay extends Readable {
     this.#req.off('end', this.#onEnd);
     this.#req.off('error', this.#onError);
     this.#req.off('aborted', this.#onAborted);
-    this.#waiting = [];
-    this.#waitingBytes = 0;
+    this.#waiting.clear();
   }
 
   override _read(): void {
@@ -79,9 +73,7 @@ export class UploadRelay extends Readable {
       this.#send(chunk);
       return;
     }
-    this.#waiting.push(chunk);
-    this.#waitingBytes += chunk.length;
-    if (this.#waitingBytes >= JOIN_BYTES) this.#join();
+    if (this.#waiting.add(chunk)) this.#join();
     else if (!this.#joinScheduled) {
       this.#joinScheduled = true;
       setImmediate(this.#joinLater);
@@ -95,11 +87,8 @@ export class UploadRelay extends Readable {
 
   /** Sends the chunks waiting as one. */
   #join(): void {
-    if (this.#waitingBytes === 0) return;
-    const joined = this.#waiting.length === 1 ? this.#waiting[0]! : Buffer.concat(this.#waiting, this.#waitingBytes);
-    this.#waiting = [];
-    this.#waitingBytes = 0;
-    this.#send(joined);
+    const joined = this.#waiting.take();
+    if (joined !== undefined) this.#send(joined);
   }
 
   #send(chunk: Buffer): void {

@@ -45,7 +45,7 @@ export function testConfig(dataDir: string, overrides: Partial<ServeConfig> = {}
     maxHeaderSize: 16_384,
     headersTimeoutMs: 20_000,
     idleTimeoutMs: 120_000,
-    maxInFlight: 4_096,
+    maxInFlight: 2_048,
     drainTimeoutMs: 5_000,
     logLevel: 'silent',
     audit: 'file',
