@@ -9,7 +9,7 @@ import { createServer as createHttpsServer } from 'node:https';
 import type { AddressInfo, Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { join } from 'node:path';
-import { defaultAuthority, type ServeConfig } from './config.js';
+import { CONTROL_BODIES_AT_ONCE, defaultAuthority, type ServeConfig } from './config.js';
 import { ConfigurationError } from './errors.js';
 import { openAuditTrail, type AuditTrail } from './audit/audit-trail.js';
 import { BodyRateWatch } from './body-rate.js';
@@ -111,6 +111,7 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
   const targetPolicy = new TargetPolicy(config.allowTargets);
   const fractions = { tenant: config.tenantShare, capability: config.capabilityShare };
   const bodyBudget = new SharedLimit(config.bodyMemoryLimit, fractions);
+  const controlBodyBudget = new SharedLimit(config.controlBodyLimit * CONTROL_BODIES_AT_ONCE, fractions);
   const bodyRate = new BodyRateWatch({ minBytesPerSecond: config.minBodyRate, windowMs: config.bodyRateWindowMs });
   const connections = new ConnectionShares({ perTarget: config.connectionsPerTarget, fractions, waitTimeoutMs: config.queueTimeoutMs });
   const inFlight = new SharedLimit(config.maxInFlight, fractions);
@@ -181,7 +182,7 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
       logger,
       controlBodyLimit: config.controlBodyLimit,
       inFlight,
-      bodyBudget,
+      controlBodyBudget,
       bodyRate,
       draining: () => draining,
     }),
@@ -234,7 +235,7 @@ export async function startMembrane(config: ServeConfig, logger: Logger): Promis
     audit,
     held: () => ({
       invocations: inFlight.used,
-      bodyBytes: bodyBudget.used,
+      bodyBytes: bodyBudget.used + controlBodyBudget.used,
       targets: connections.targets,
       watchedBodies: bodyRate.size,
       membranesInFlight: service.membranesInFlight,

@@ -55,6 +55,8 @@ export interface ReadBodyOptions {
   lease?: BodyBudgetLease | undefined;
   /** Cuts the body off if it arrives below the minimum rate (408) or in too many small chunks (400). */
   rate?: BodyRateWatch | undefined;
+  /** Reads the body to its end but keeps none of it (a body the request ignores): resolves to an empty buffer, and takes no memory. */
+  discard?: boolean | undefined;
   /** The invocation the body belongs to: aborting it stops the read (which rejects with the reason). */
   invocation?: Abortable | undefined;
 }
@@ -75,7 +77,7 @@ export function readBody(req: IncomingMessage, options: ReadBodyOptions): Promis
   if (declared !== undefined && declared > limit) return Promise.reject(tooLarge());
   if (req.readableEnded) return Promise.resolve(Buffer.alloc(0));
   try {
-    if (declared !== undefined) lease?.reserve(declared);
+    if (declared !== undefined && options.discard !== true) lease?.reserve(declared);
   } catch (error) {
     return Promise.reject(error as Error);
   }
@@ -114,6 +116,11 @@ export function readBody(req: IncomingMessage, options: ReadBodyOptions): Promis
         refuse(tooLarge());
         return;
       }
+      if (options.discard === true) {
+        received += chunk.length;
+        watched?.received(chunk.length);
+        return;
+      }
       try {
         if (received + chunk.length > buffer.length) grow(chunk.length);
       } catch (error) {
@@ -127,7 +134,7 @@ export function readBody(req: IncomingMessage, options: ReadBodyOptions): Promis
     const onEnd = (): void => {
       if (settled) return;
       finish();
-      resolve(buffer.subarray(0, received));
+      resolve(options.discard === true ? Buffer.alloc(0) : buffer.subarray(0, received));
     };
     // The connection went before the body was complete (the client left, or its body was malformed).
     const onCut = (): void => refuse(new BadRequestError('the request body ended before it was complete'));

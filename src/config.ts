@@ -120,6 +120,9 @@ export const SERVE_OPTIONS = {
 
 export type OptionName = keyof typeof SERVE_OPTIONS;
 
+/** Control-plane bodies of the largest size (--control-body-limit) that may be held in memory at once, all holders together: their budget. */
+export const CONTROL_BODIES_AT_ONCE = 256;
+
 const validators = new Map(
   Object.entries(SERVE_OPTIONS).map(([name, spec]) => [name, compileValidator<unknown>(spec.schema, `--${spec.flag}`)]),
 );
@@ -162,12 +165,15 @@ export function resolveServeConfig(flags: Readonly<Record<string, string | undef
     throw new InvalidSettingError('--idle-timeout-ms (MEMBRANE_IDLE_TIMEOUT_MS) must be longer than --target-timeout-ms, or a slow target would have its requester cut off first');
   }
   // The largest body one holder may have buffered must fit in the smallest share of the body memory a holder can get.
-  const largestBody = Math.max(options.signedBodyLimit as number, options.controlBodyLimit as number);
-  const holderShare = shareOf(options.bodyMemoryLimit as number, Math.min(options.tenantShare as number, options.capabilityShare as number));
-  if (largestBody > holderShare) {
+  const smallestShare = Math.min(options.tenantShare as number, options.capabilityShare as number);
+  const holderShare = shareOf(options.bodyMemoryLimit as number, smallestShare);
+  if ((options.signedBodyLimit as number) > holderShare) {
     throw new InvalidSettingError(
-      `--body-memory-limit (MEMBRANE_BODY_MEMORY_LIMIT) times the smaller of --tenant-share and --capability-share is ${holderShare} bytes, less than the largest body a holder may send (${largestBody}, --signed-body-limit or --control-body-limit): such a body could never be buffered`,
+      `--body-memory-limit (MEMBRANE_BODY_MEMORY_LIMIT) times the smaller of --tenant-share and --capability-share is ${holderShare} bytes, less than the largest signed body (${options.signedBodyLimit}, --signed-body-limit): such a body could never be buffered`,
     );
+  }
+  if (smallestShare * CONTROL_BODIES_AT_ONCE < 1) {
+    throw new InvalidSettingError(`--tenant-share and --capability-share must be at least 1/${CONTROL_BODIES_AT_ONCE}, or a holder could never send a control-plane body of the largest size`);
   }
   if ((options.tlsCert === undefined) !== (options.tlsKey === undefined)) {
     throw new InvalidSettingError('--tls-cert and --tls-key (MEMBRANE_TLS_CERT, MEMBRANE_TLS_KEY) must be given together');

@@ -299,3 +299,65 @@ describe('a requester that pipelines and leaves', () => {
     assert.equal((await call(membrane.url, capability)).text.length, 1 << 20);
   });
 });
+
+describe('memory for request bodies', () => {
+  let membrane: TestMembrane;
+  let slowAnswer: TestTarget;
+  const trickles: Trickle[] = [];
+  const aws4 = { 'aws4-hmac-sha256': { awsAccessKeyId: 'AKID', secretAccessKey: 'secret', region: 'us-east-1', service: 'lambda' } };
+  before(async () => {
+    // All of the body memory for one signed body: a second one has to wait its turn.
+    membrane = await startTestMembrane({ bodyMemoryLimit: 1 << 20, signedBodyLimit: 1 << 20, tenantShare: 1, capabilityShare: 1, minBodyRate: 0 });
+    slowAnswer = await startTarget({ respond: (_req, res) => res.end(Buffer.alloc(16 << 20, 0x61)) });
+  });
+  after(async () => {
+    for (const upload of trickles) upload.stop();
+    await membrane.stop();
+    await slowAnswer.close();
+  });
+
+  test('a signed body’s memory is given back once the target answers, while the answer is still being read', BOUNDED, async () => {
+    const capability = await exportFor(membrane, membrane.roots, 'answered', { uri: `${slowAnswer.url}/big`, method: 'POST', hmac: aws4 });
+    const socket = connect(membrane.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    socket.pause(); // reads the 16 MiB answer not at all
+    socket.write(`POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokenOf(capability)}\r\nContent-Length: 1000\r\n\r\n${'x'.repeat(1000)}`);
+    await waitUntil(() => slowAnswer.requests.length === 1);
+    await waitUntil(() => membrane.held().bodyBytes === 0);
+    assert.equal(membrane.held().invocations, 1, 'the answer is still on its way');
+    // So another signed body fits at once.
+    assert.equal((await call(membrane.url, capability, { body: 'y'.repeat(1 << 19) })).status, 200);
+    socket.destroy();
+    await assertNothingHeld(membrane);
+  });
+
+  test('the control plane has memory of its own: invocations holding all of theirs leave create and export working', BOUNDED, async () => {
+    const m = await membrane.control.createMembrane(membrane.roots.create, 'crowded');
+    const signed = await membrane.control.export(m.export, { uri: `${target.url}/crowd`, method: 'POST', hmac: aws4 });
+    trickles.push(trickle(membrane.port, signed, 1 << 20));
+    await waitUntil(() => membrane.held().bodyBytes === 1 << 20);
+    const refused = await call(membrane.url, signed, { body: 'z' });
+    assert.equal(refused.status, 503);
+    assert.equal(refused.json.message, 'too many request bodies are held in memory right now; try again shortly');
+    assert.equal((await call(membrane.url, membrane.roots.create, { body: { id: 'still-possible' } })).status, 201);
+    assert.equal((await call(membrane.url, m.export, { body: { uri: `${target.url}/still` } })).status, 201);
+    for (const upload of trickles.splice(0)) upload.stop();
+    await assertNothingHeld(membrane);
+  });
+
+  test('a body sent to revoke, query or deleteSelf is read and ignored, taking no memory', BOUNDED, async () => {
+    const m = await membrane.control.createMembrane(membrane.roots.create, 'ignored-body');
+    const socket = connect(membrane.port, '127.0.0.1');
+    socket.on('error', () => undefined);
+    let answer = '';
+    socket.on('data', (chunk) => (answer += chunk));
+    socket.write(`POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokenOf(m.revoke)}\r\nContent-Length: 50000\r\n\r\n${'{'.repeat(20_000)}`);
+    await waitUntil(() => membrane.held().watchedBodies === 1);
+    assert.equal(membrane.held().bodyBytes, 0);
+    socket.write('}'.repeat(30_000));
+    await waitUntil(() => answer.includes('\r\n\r\n{'));
+    assert.match(answer, /^HTTP\/1\.1 202 /);
+    socket.destroy();
+    await assertNothingHeld(membrane);
+  });
+});

@@ -30,8 +30,8 @@ export interface HandlerContext {
   controlBodyLimit: number;
   /** Invocations forwarded at once, with fair shares per tenant and capability; beyond them, 503. */
   inFlight: SharedLimit;
-  /** Memory request bodies may hold (here: control-plane bodies), with fair shares. */
-  bodyBudget: SharedLimit;
+  /** Memory control-plane bodies may hold, with fair shares (apart from invocations' bodies, so that those cannot crowd out the control plane). */
+  controlBodyBudget: SharedLimit;
   /** The minimum rate of request bodies. */
   bodyRate: BodyRateWatch;
   /** True once shutdown has begun: health checks answer 503. */
@@ -105,7 +105,7 @@ async function handle(context: HandlerContext, requesters: RequesterConnections,
         return;
       case 'create': {
         allowMethods(req, 'tenant create', ['POST']);
-        const body = await readControlBody(context, req, capability.holder, readJson);
+        const body = await readControlJson(context, req, capability.holder);
         unrecorded = undefined; // audited() records the outcome from here on
         status = await audited(context, res, 'membrane.create', audit, async () => {
           const view = await context.service.createMembrane(capability.tenantId, body);
@@ -116,7 +116,7 @@ async function handle(context: HandlerContext, requesters: RequesterConnections,
       }
       case 'query': {
         allowMethods(req, 'tenant query', ['GET']);
-        await readControlBody(context, req, capability.holder, readBody);
+        await ignoreBody(context, req);
         unrecorded = undefined; // recorded below, either way
         const result = await context.service.queryMembranes(capability.tenantId, rawQuery(req.url)).catch((error: unknown) => {
           recordEvent(context, 'membrane.query', started, audit, statusOf(error));
@@ -128,7 +128,7 @@ async function handle(context: HandlerContext, requesters: RequesterConnections,
       }
       case 'deleteSelf': {
         allowMethods(req, 'tenant deleteSelf', REVOKE_METHODS);
-        await readControlBody(context, req, capability.holder, readBody);
+        await ignoreBody(context, req);
         unrecorded = undefined; // audited() records the outcome from here on
         status = await audited(context, res, 'tenant.deleteSelf', audit, async () => {
           await context.service.deleteTenant(capability.tenantId);
@@ -139,7 +139,7 @@ async function handle(context: HandlerContext, requesters: RequesterConnections,
       }
       case 'export': {
         allowMethods(req, 'membrane export', ['POST']);
-        const config = await readControlBody(context, req, capability.holder, readJson);
+        const config = await readControlJson(context, req, capability.holder);
         const parent = context.audit.idOfUri((config as { capability?: unknown } | null)?.capability);
         unrecorded = undefined; // audited() records the outcome from here on
         status = await audited(context, res, 'membrane.export', { ...audit, ...(parent === undefined ? {} : { parent }) }, async () => {
@@ -150,7 +150,7 @@ async function handle(context: HandlerContext, requesters: RequesterConnections,
       }
       case 'revoke': {
         allowMethods(req, 'membrane revoke', REVOKE_METHODS);
-        await readControlBody(context, req, capability.holder, readBody);
+        await ignoreBody(context, req);
         unrecorded = undefined; // audited() records the outcome from here on
         status = await audited(context, res, 'membrane.revoke', audit, async () => {
           await context.service.revokeMembrane(capability.membraneId);
@@ -183,19 +183,19 @@ function authenticate(context: HandlerContext, token: string, started: number): 
   });
 }
 
-/** A control-plane body, read within the control-plane limit, the memory budget and the minimum rate, then parsed by `read`. */
-async function readControlBody<T>(
-  context: HandlerContext,
-  req: IncomingMessage,
-  holder: Holder,
-  read: (req: IncomingMessage, options: Parameters<typeof readBody>[1]) => Promise<T>,
-): Promise<T> {
-  const lease = new BodyBudgetLease(context.bodyBudget, holder);
+/** A control-plane JSON body, read within the control-plane limit, the control plane's memory budget and the minimum rate. */
+async function readControlJson(context: HandlerContext, req: IncomingMessage, holder: Holder): Promise<unknown> {
+  const lease = new BodyBudgetLease(context.controlBodyBudget, holder);
   try {
-    return await read(req, { limit: context.controlBodyLimit, lease, rate: context.bodyRate });
+    return await readJson(req, { limit: context.controlBodyLimit, lease, rate: context.bodyRate });
   } finally {
     lease.release();
   }
+}
+
+/** The body of a request that ignores it (query, revoke, deleteSelf): read to its end, within the limit and the rate, and kept nowhere. */
+async function ignoreBody(context: HandlerContext, req: IncomingMessage): Promise<void> {
+  await readBody(req, { limit: context.controlBodyLimit, rate: context.bodyRate, discard: true });
 }
 
 /**

@@ -145,7 +145,9 @@ export class TargetProxy {
         slot.release();
         throw error;
       }
-      return await this.#send(req, res, target, invocation, slot, method, path, headers, buffered === null || buffered.length === 0 ? null : buffered);
+      // The body's memory is given back once the target answers (it has the body then), not when the answer has been relayed.
+      const onAnswer = lease === undefined ? undefined : () => lease.release();
+      return await this.#send(req, res, target, invocation, slot, method, path, headers, buffered === null || buffered.length === 0 ? null : buffered, onAnswer);
     } finally {
       lease?.release();
     }
@@ -166,6 +168,7 @@ export class TargetProxy {
     path: string,
     headers: string[],
     buffered: Buffer | null,
+    onAnswer?: () => void,
   ): Promise<ForwardOutcome> {
     const counted = { bytesIn: buffered === null ? 0 : buffered.length };
     // Unread body bytes may already sit in the request's buffer (small bodies
@@ -184,6 +187,7 @@ export class TargetProxy {
         counted,
         onTargetError: this.#options.onTargetError,
         slot,
+        onAnswer,
         resolve,
         reject,
       });
@@ -285,6 +289,7 @@ class Exchange implements Dispatcher.DispatchHandler {
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number): void {
     if (statusCode < 200 || this.#settled) return;
     this.#status = statusCode;
+    this.#options.onAnswer?.();
     // A 204 or 304 has no body; a Content-Length on one (which RFC 9110 §8.6
     // allows on a 304) makes some clients, undici among them, refuse the answer.
     const dropLength = this.#options.dropLength || statusCode === 204 || statusCode === 304;
@@ -438,6 +443,8 @@ interface ExchangeOptions {
   onTargetError: ((reason: TargetErrorReason) => void) | undefined;
   /** The place among the target's connections, given back when the exchange ends. */
   slot: ConnectionSlot;
+  /** Told when the target's answer begins. */
+  onAnswer: (() => void) | undefined;
   resolve: (outcome: ForwardOutcome) => void;
   reject: (failure: MembraneError) => void;
 }
