@@ -65,11 +65,11 @@ describe('method', () => {
 
   test('a fixed method stays fixed: the requester’s method-override headers never reach the target', async () => {
     const fixed = await exportConfig({ uri: `${target.url}/m`, method: 'POST' });
-    const overrides = { 'X-HTTP-Method-Override': 'DELETE', 'X-HTTP-Method': 'DELETE', 'X-Method-Override': 'DELETE', 'X-Other': 'kept' };
+    const overrides = { 'X-HTTP-Method-Override': 'DELETE', 'X-HTTP-Method': 'DELETE', 'X_HTTP_METHOD_OVERRIDE': 'DELETE', 'X-Method-Override': 'DELETE', 'X-Other': 'kept' };
     const received = await call(membrane.url, fixed, { method: 'POST', headers: overrides });
     assert.equal(received.json.method, 'POST');
     const names = receivedPairs(received.json.rawHeaders).map(([name]) => name);
-    for (const name of ['x-http-method-override', 'x-http-method', 'x-method-override']) assert.ok(!names.includes(name), name);
+    for (const name of ['x-http-method-override', 'x-http-method', 'x_http_method_override', 'x-method-override']) assert.ok(!names.includes(name), name);
     assert.ok(names.includes('x-other'));
     // When the holder chooses the method anyway, the headers are theirs to send.
     const free = await exportConfig({ uri: `${target.url}/m` });
@@ -172,10 +172,11 @@ describe('headers toward the target', () => {
       headers: { 'X-Api-Key': 'from-config', Authorization: 'Bearer upstream-secret', 'x-multi': 'config' },
     });
     const result = await call(membrane.url, capability, {
-      headers: { 'x-api-key': 'from-requester', 'X-MULTI': ['a', 'b'], 'x-other': 'requester' },
+      // X_Api_Key is X-Api-Key to servers that pass headers on as variables (CGI, PHP): it may not shadow the config's either.
+      headers: { 'x-api-key': 'from-requester', X_Api_Key: 'from-requester', 'X-MULTI': ['a', 'b'], 'x-other': 'requester' },
     });
     const pairs = receivedPairs(result.json.rawHeaders);
-    assert.deepEqual(pairs.filter(([name]) => name === 'x-api-key'), [['x-api-key', 'from-config']]);
+    assert.deepEqual(pairs.filter(([name]) => name.replace(/_/g, '-') === 'x-api-key'), [['x-api-key', 'from-config']]);
     assert.deepEqual(pairs.filter(([name]) => name === 'x-multi'), [['x-multi', 'config']]);
     assert.deepEqual(pairs.filter(([name]) => name === 'authorization'), [['authorization', 'Bearer upstream-secret']]);
     assert.deepEqual(pairs.filter(([name]) => name === 'x-other'), [['x-other', 'requester']]);
@@ -229,6 +230,28 @@ describe('query', () => {
     }
     assert.equal(target.requests.length, beforeUser);
     assert.equal((await call(membrane.url, user, { path: '/x?user_ids=6&id=7' })).json.url, '/u?user_id=5&user_ids=6&id=7');
+  });
+
+  test('a fixed parameter cannot be given again through malformed escapes, double encoding or Unicode case folding', async () => {
+    const capability = await exportConfig({ uri: `${target.url}/f?session=abc&user_id=5&offset=0&id=1`, method: 'POST', allowQuery: true });
+    const before = target.requests.length;
+    const spellings = [
+      'session%00%=x', // a malformed escape after the NUL: read as "session" by PHP
+      'user%2Eid%00%=7',
+      '_method%00%=DELETE',
+      '%C5%BFession=x', // ſ: "session" to Python's casefold, Java's equalsIgnoreCase, Go's EqualFold
+      'o%EF%AC%80set=9', // ﬀ
+      '%C4%B1d=2', // ı
+      '%C4%B0d=2', // İ
+      '%2573ession=x', // decoded twice
+      '%252573ession=x', // three times
+      '%EF%BD%93ession=x', // fullwidth ｓ
+    ];
+    for (const query of spellings) {
+      assert.equal((await call(membrane.url, capability, { method: 'POST', path: `/x?${query}` })).status, 400, query);
+    }
+    assert.equal(target.requests.length, before);
+    assert.equal((await call(membrane.url, capability, { method: 'POST', path: '/x?page=2&sessionid=3&q=session&ids=4' })).json.url, '/f?session=abc&user_id=5&offset=0&id=1&page=2&sessionid=3&q=session&ids=4');
   });
 
   test('a capability with a fixed method refuses a requester’s _method parameter, however it is spelled', async () => {

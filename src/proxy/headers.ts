@@ -45,13 +45,15 @@ function namedByConnection(raw: readonly string[]): ReadonlySet<string> | undefi
  * The requester's headers as they go to the target: hop-by-hop, capability,
  * host and expect removed, any name in `dropped` (lower-case: the names the
  * config or a signer sets, so theirs win) removed, and any name starting
- * with `droppedPrefix` removed.
+ * with `droppedPrefix` removed. Names are compared with `_` as `-`.
  */
 export function requestHeadersToTarget(raw: readonly string[], dropped: ReadonlySet<string>, droppedPrefix?: string): string[] {
   const named = namedByConnection(raw);
   const out: string[] = [];
   for (let i = 0; i < raw.length; i += 2) {
-    const lower = raw[i]!.toLowerCase();
+    // `_` read as `-`: servers that pass headers on as variables (CGI, PHP, some proxies) read X_Api_Key as X-Api-Key.
+    let lower = raw[i]!.toLowerCase();
+    if (lower.includes('_')) lower = lower.replace(/_/g, '-');
     if (isHopByHop(lower) || REQUEST_ONLY.has(lower) || dropped.has(lower) || named?.has(lower)) continue;
     if (droppedPrefix !== undefined && lower.startsWith(droppedPrefix)) continue;
     out.push(raw[i]!, raw[i + 1]!);

@@ -130,35 +130,55 @@ function fixedParameterNames(query: string, methodFixed: boolean): ReadonlySet<s
 
 /**
  * The parameter names of a query string (`&` and `;` separate), each in
- * the one form that any reader's spelling of it comes down to:
- * percent-decoded (`+` as a space; a name that does not decode is taken
- * as written), cut at a NUL, without leading whitespace, without a
- * trailing `[…]` (PHP and Rails read `a[]` and `a[x]` as `a`), with `.`,
- * spaces and an unclosed `[` as `_` (PHP reads `a.b`, `a b` and `a[b` as
- * `a_b`), lower-cased (some frameworks ignore case). So `region`,
- * `REGION`, `reg%69on`, `region[]` and ` region` are one name, and
- * `user.id` is `user_id`.
+ * the one form that any reader's spelling of it comes down to (see
+ * canonicalName).
  */
 function queryNames(query: string): string[] {
   const names: string[] = [];
   for (const piece of query.split(/[&;]/)) {
     if (piece === '') continue;
     const equals = piece.indexOf('=');
-    const raw = (equals === -1 ? piece : piece.slice(0, equals)).replace(/\+/g, ' ');
-    let name: string;
-    try {
-      name = decodeURIComponent(raw);
-    } catch {
-      name = raw;
-    }
-    const nul = name.indexOf('\0');
-    if (nul !== -1) name = name.slice(0, nul);
-    name = name.replace(/^\s+/, '');
-    const bracket = name.indexOf('[');
-    if (bracket > 0 && name.indexOf(']', bracket) !== -1) name = name.slice(0, bracket);
-    names.push(name.replace(/[.\s[]/g, '_').toLowerCase());
+    names.push(canonicalName(equals === -1 ? piece : piece.slice(0, equals)));
   }
   return names;
+}
+
+/** How many times a name is decoded at most (some readers decode twice). */
+const DECODINGS = 3;
+
+/**
+ * A parameter name as readers may take it, so that every spelling of one
+ * name compares equal: `+` as a space; percent-decoded leniently (as PHP's
+ * urldecode: a malformed escape is left as written), again while escapes
+ * remain (for readers that decode twice); cut at a NUL; without leading
+ * whitespace; without a trailing `[…]` (PHP and Rails read `a[]` and
+ * `a[x]` as `a`); with `.`, spaces and an unclosed `[` as `_` (PHP reads
+ * `a.b`, `a b` and `a[b` as `a_b`); and case-folded beyond lower-casing
+ * (compatibility forms such as `ﬀ` as `ff`; `ſ`, `ı` and `İ`, which
+ * Python, Java and Go match against `s` and `i`). So `region`, `REGION`,
+ * `reg%69on`, `region[]`, `%2572egion` and ` region` are one name, and
+ * `user.id` is `user_id`.
+ */
+function canonicalName(raw: string): string {
+  let name = raw.replace(/\+/g, ' ');
+  for (let i = 0; i < DECODINGS && /%[0-9A-Fa-f]{2}/.test(name); i++) name = decodeLeniently(name);
+  const nul = name.indexOf('\0');
+  if (nul !== -1) name = name.slice(0, nul);
+  name = name.replace(/^\s+/, '');
+  const bracket = name.indexOf('[');
+  if (bracket > 0 && name.indexOf(']', bracket) !== -1) name = name.slice(0, bracket);
+  return name
+    .replace(/[.\s[]/g, '_')
+    .normalize('NFKC')
+    .toUpperCase()
+    .toLowerCase()
+    .replace(/i\u0307/g, 'i');
+}
+
+/** Percent-decoding that leaves a malformed escape as it is written, and reads the bytes as UTF-8 (a malformed sequence as U+FFFD). */
+function decodeLeniently(text: string): string {
+  const parts = text.split(/(%[0-9A-Fa-f]{2})/);
+  return Buffer.concat(parts.map((part, i) => (i % 2 === 1 ? Buffer.of(parseInt(part.slice(1), 16)) : Buffer.from(part, 'utf8')))).toString('utf8');
 }
 
 /** A request path split into path and query (without `?`). */
