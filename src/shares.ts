@@ -9,9 +9,10 @@
  * free for the others; and whatever one capability's holders do, the rest
  * of their tenant's share stays free for its other capabilities.
  *
- * A holder is counted by the capability presented (an exported capability,
- * a re-export of one, or a control-plane capability) and that
- * capability's tenant.
+ * A holder is counted by the tenant of the capability presented and by
+ * the capability at the root of its chain: a re-export counts against its
+ * original export's share, so that re-exporting a capability into other
+ * tenants multiplies nothing (a control-plane capability is its own root).
  */
 
 export interface Holder {

@@ -110,6 +110,41 @@ describe('connections to a target are shared fairly', () => {
   });
 });
 
+describe('re-exports share their original’s share', () => {
+  let membrane: TestMembrane;
+  const trickles: Trickle[] = [];
+  before(async () => {
+    // 8 connections per target: 4 for one tenant, 2 for one capability (and everything re-exported from it).
+    membrane = await startTestMembrane({ connectionsPerTarget: 8, minBodyRate: 0, queueTimeoutMs: 60_000 });
+  });
+  after(async () => {
+    for (const upload of trickles) upload.stop();
+    await membrane.stop();
+  });
+
+  test('re-exporting a capability into other tenants does not multiply what its holders may hold of a target', BOUNDED, async () => {
+    const a = membrane.roots;
+    const tenantsOfTheHolder = [(await membrane.service.createTenant())!, (await membrane.service.createTenant())!];
+    const shared = await exportFor(membrane, a, 'shared', { uri: `${target.url}/shared`, method: 'POST' });
+    const other = await exportFor(membrane, a, 'other', { uri: `${target.url}/other` });
+    const reExports = [];
+    for (const [i, roots] of tenantsOfTheHolder.entries()) {
+      for (const j of [1, 2]) {
+        const m = await membrane.control.createMembrane(roots.create, `holder-${i}-${j}`);
+        reExports.push(await membrane.control.export(m.export, { capability: shared }));
+      }
+    }
+    // The holder trickles 2 uploads through each of its four re-exports (two in each of its tenants): 8 in all,
+    // as many as the target's connections, and within each re-export's and each tenant's share were they counted apart.
+    for (const capability of reExports) for (let i = 0; i < 2; i++) trickles.push(trickle(membrane.port, capability));
+    await waitUntil(() => membrane.held().invocations === 8);
+    // Only 2 of them (the original's share) got a connection: the tenant's other capability still answers.
+    assert.equal((await within(5_000, call(membrane.url, other))).status, 200);
+    for (const upload of trickles.splice(0)) upload.stop();
+    await assertNothingHeld(membrane);
+  });
+});
+
 describe('the in-flight bound is shared fairly', () => {
   let membrane: TestMembrane;
   const trickles: Trickle[] = [];

@@ -281,7 +281,8 @@ export class MembraneService {
     const self = record.chain[0]!;
     const audit: CapabilityAudit = { capability: this.#auditId(hash), tenant: record.tenantId };
     if (self.membraneName !== null) audit.membrane = this.#names.string(self.membraneName);
-    const holder: Holder = { tenant: record.tenantId, capability: record.id };
+    // A re-export counts against its root's share: however it is delegated, one exported capability's tree holds one capability's share.
+    const holder: Holder = { tenant: record.tenantId, capability: record.chain[record.chain.length - 1]!.capabilityId };
     switch (record.kind) {
       case 'create':
       case 'query':
