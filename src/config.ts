@@ -107,7 +107,7 @@ export const SERVE_OPTIONS = {
   headersTimeoutMs: { flag: 'headers-timeout-ms', env: 'MEMBRANE_HEADERS_TIMEOUT_MS', kind: 'integer', schema: INTEGER(100, 600_000), default: 20_000, help: 'time a client has to send a request head (408 beyond)' },
   idleTimeoutMs: { flag: 'idle-timeout-ms', env: 'MEMBRANE_IDLE_TIMEOUT_MS', kind: 'integer', schema: INTEGER(100, 86_400_000), default: 120_000, help: 'a connection idle this long is closed (a stalled request gets 408)' },
   maxInFlight: { flag: 'max-in-flight', env: 'MEMBRANE_MAX_IN_FLIGHT', kind: 'integer', schema: INTEGER(1, 1_000_000), default: 2_048, help: 'most invocations in flight at once (503 beyond)' },
-  drainTimeoutMs: { flag: 'drain-timeout-ms', env: 'MEMBRANE_DRAIN_TIMEOUT_MS', kind: 'integer', schema: INTEGER(0, 2_147_483_647), default: 30_000, help: 'on SIGTERM, how long in-flight requests may finish' },
+  drainTimeoutMs: { flag: 'drain-timeout-ms', env: 'MEMBRANE_DRAIN_TIMEOUT_MS', kind: 'integer', schema: INTEGER(0, 2_147_483_647), default: 30_000, help: 'on SIGTERM or SIGINT, how long in-flight requests may finish' },
   audit: {
     flag: 'audit', env: 'MEMBRANE_AUDIT', kind: 'string',
     schema: { type: 'string', pattern: '^(?:off|stdout|file|file:.+)$', description: 'off, stdout, file (DATA_DIR/audit.log) or file:PATH' },
