@@ -1,7 +1,7 @@
 /** Runs `bin/membrane` as a real child process. */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -60,7 +60,10 @@ let isolatedHome: string | undefined;
  * commands under test never touch the real ~/.capability.
  */
 export function testHome(): string {
-  isolatedHome ??= mkdtempSync(join(tmpdir(), 'membrane-home-'));
+  if (isolatedHome === undefined) {
+    const home = (isolatedHome = mkdtempSync(join(tmpdir(), 'membrane-home-')));
+    process.once('exit', () => rmSync(home, { recursive: true, force: true }));
+  }
   return isolatedHome;
 }
 

@@ -1,5 +1,6 @@
 /** Starts a real Membrane server in this process, on a loopback port and a fresh data directory. */
 import assert from 'node:assert/strict';
+import { rmSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,8 +18,16 @@ export interface TestMembrane extends RunningMembrane {
   stop(options?: { keepData?: boolean }): Promise<void>;
 }
 
+/** Directories made by tempDir, removed when the test process ends whatever the tests did with them. */
+const made: string[] = [];
+process.once('exit', () => {
+  for (const dir of made) rmSync(dir, { recursive: true, force: true });
+});
+
 export async function tempDir(prefix = 'membrane-test-'): Promise<string> {
-  return mkdtemp(join(tmpdir(), prefix));
+  const dir = await mkdtemp(join(tmpdir(), prefix));
+  made.push(dir);
+  return dir;
 }
 
 export function testConfig(dataDir: string, overrides: Partial<ServeConfig> = {}): ServeConfig {
